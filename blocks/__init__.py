@@ -1,0 +1,91 @@
+"""Prefect blocks used by devops-flows.
+
+Secrets never travel as flow parameters: tasks load these blocks by name and unwrap the secret at
+the point of use (where it is also registered for redaction).
+
+Standard block types we rely on (`prefect block register -m blocks` registers ours and these):
+- `DockerHost` (prefect-docker): which engine builds, runs and deploys containers.
+- `DockerRegistryCredentials` (prefect-docker): registry URL, user, password (SecretStr).
+- `AwsCredentials` (prefect-aws): keys, region and an optional endpoint (moto in the sandbox).
+- `Secret` (prefect): the Ansible vault password.
+- `SlackWebhook` (prefect): where failure and drift notifications go.
+Ours: `AppSecrets` (the application's secret environment) and `TerraformBackend` (remote state).
+"""
+
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from prefect.blocks.notifications import SlackWebhook
+from prefect.blocks.system import Secret
+from prefect_aws import AwsClientParameters, AwsCredentials
+from prefect_docker import DockerHost, DockerRegistryCredentials
+from pydantic import Field, SecretStr
+
+from tools.redact import register_secret
+
+DOCKER_HOST_BLOCK = "devops-docker"
+REGISTRY_BLOCK = "devops-registry"
+AWS_BLOCK = "devops-aws"
+TF_BACKEND_BLOCK = "devops-tf-backend"
+VAULT_BLOCK = "devops-ansible-vault"
+APP_SECRETS_BLOCK = "devops-app-secrets"
+NOTIFY_BLOCK = "devops-alerts"
+
+
+class AppSecrets(Block):
+    """Secret environment variables of an application (the article's PROJECT_DB_PASSWORD, S3 keys...).
+
+    Their names are visible, their values are not; they are passed to containers as environment and
+    never logged.
+    """
+
+    _block_type_name = "devops-flows App Secrets"
+    _description = "Secret environment variables for an application's build and runtime containers."
+
+    values: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        title="Secret environment",
+        description="Environment variable name -> secret value, e.g. PROJECT_DB_PASSWORD.",
+        examples=[{"PROJECT_DB_PASSWORD": "change-me"}],
+    )
+
+    def environment(self) -> dict[str, str]:
+        """The unwrapped values, each registered for redaction."""
+        return {name: register_secret(value.get_secret_value()) or "" for name, value in self.values.items()}
+
+
+class TerraformBackend(Block):
+    """Where Terraform keeps its remote state (S3 with a lock file)."""
+
+    _block_type_name = "devops-flows Terraform Backend"
+    _description = "S3 remote state for Terraform stacks, with native S3 locking."
+
+    bucket: str = Field(title="State bucket", description="S3 bucket holding the state files.", examples=["devops-flows-tfstate"])
+    region: str = Field(default="eu-central-1", title="Region", description="Region of the state bucket.")
+    key_prefix: str = Field(default="", title="Key prefix", description="Prefix for state keys; the stack path is appended.")
+    endpoint_url: str | None = Field(
+        default=None,
+        title="S3 endpoint",
+        description="Custom S3 endpoint (moto in the sandbox); empty for real AWS.",
+        examples=["http://127.0.0.1:4566"],
+    )
+    lock_timeout_seconds: int = Field(default=30, ge=0, title="Lock timeout", description="How long to wait for a held state lock.")
+
+
+__all__ = [
+    "APP_SECRETS_BLOCK",
+    "AWS_BLOCK",
+    "DOCKER_HOST_BLOCK",
+    "NOTIFY_BLOCK",
+    "REGISTRY_BLOCK",
+    "TF_BACKEND_BLOCK",
+    "VAULT_BLOCK",
+    "AppSecrets",
+    "AwsClientParameters",
+    "AwsCredentials",
+    "DockerHost",
+    "DockerRegistryCredentials",
+    "Secret",
+    "SlackWebhook",
+    "TerraformBackend",
+]

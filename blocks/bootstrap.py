@@ -1,0 +1,126 @@
+"""Create or update the block documents devops-flows needs, idempotently: `python -m blocks.bootstrap`.
+
+Values come from the environment, falling back to the sandbox's env file (`scripts/sandbox up`):
+
+    DOCKER_HOST                                      -> DockerHost            devops-docker
+    DEVOPS_REGISTRY, _USER, _PASSWORD                -> DockerRegistryCreds   devops-registry
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+    AWS_DEFAULT_REGION, AWS_ENDPOINT_URL (optional)  -> AwsCredentials        devops-aws
+    DEVOPS_TF_STATE_BUCKET                           -> TerraformBackend      devops-tf-backend
+    DEVOPS_VAULT_PASSWORD                            -> Secret                devops-ansible-vault
+    DEVOPS_APP_SECRETS (JSON object name -> value)   -> AppSecrets            devops-app-secrets
+    DEVOPS_ALERT_WEBHOOK_URL (optional)              -> SlackWebhook          devops-alerts
+
+Prints block names only, never a value. For real AWS: leave AWS_ENDPOINT_URL unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+
+from blocks import (
+    APP_SECRETS_BLOCK,
+    AWS_BLOCK,
+    DOCKER_HOST_BLOCK,
+    NOTIFY_BLOCK,
+    REGISTRY_BLOCK,
+    TF_BACKEND_BLOCK,
+    VAULT_BLOCK,
+    AppSecrets,
+    AwsClientParameters,
+    AwsCredentials,
+    DockerHost,
+    DockerRegistryCredentials,
+    Secret,
+    SlackWebhook,
+    TerraformBackend,
+)
+from tools.settings import INFRA_DIR, load_env
+
+# The sandbox's demo secrets. The vault password decrypts infra/ansible's example vaulted values.
+SANDBOX_VAULT_PASSWORD_FILE = INFRA_DIR / "ansible" / "sandbox-vault-password"
+SANDBOX_APP_SECRETS = {
+    "PROJECT_DB_PASSWORD": "sandbox-db-pass",
+    "PROJECT_DB_NAME": "hire_help",
+    "PROJECT_DB_USERNAME": "hire_help",
+    "PROJECT_S3_ACCESS_KEY": "sandbox-s3-access",
+    "PROJECT_S3_SECRET_KEY": "sandbox-s3-secret",
+}
+
+
+def settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The sandbox env file overlaid with the process environment (the environment wins)."""
+    merged = dict(load_env())
+    merged.update({k: v for k, v in (environ if environ is not None else os.environ).items() if v})
+    return merged
+
+
+def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Save every block whose inputs are present; returns the names saved."""
+    cfg = settings(environ)
+    saved: list[str] = []
+
+    def save(block, name: str) -> None:  # noqa: ANN001
+        block.save(name, overwrite=True)
+        saved.append(name)
+
+    if cfg.get("DOCKER_HOST"):
+        save(DockerHost(base_url=cfg["DOCKER_HOST"]), DOCKER_HOST_BLOCK)
+    else:
+        save(DockerHost(), DOCKER_HOST_BLOCK)
+    if cfg.get("DEVOPS_REGISTRY") and cfg.get("DEVOPS_REGISTRY_PASSWORD"):
+        save(
+            DockerRegistryCredentials(
+                registry_url=cfg["DEVOPS_REGISTRY"],
+                username=cfg.get("DEVOPS_REGISTRY_USER", "devops"),
+                password=cfg["DEVOPS_REGISTRY_PASSWORD"],
+                reauth=True,
+            ),
+            REGISTRY_BLOCK,
+        )
+    if cfg.get("AWS_ACCESS_KEY_ID"):
+        params = AwsClientParameters(endpoint_url=cfg["AWS_ENDPOINT_URL"]) if cfg.get("AWS_ENDPOINT_URL") else AwsClientParameters()
+        save(
+            AwsCredentials(
+                aws_access_key_id=cfg["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=cfg.get("AWS_SECRET_ACCESS_KEY"),
+                region_name=cfg.get("AWS_DEFAULT_REGION", "eu-central-1"),
+                aws_client_parameters=params,
+            ),
+            AWS_BLOCK,
+        )
+    if cfg.get("DEVOPS_TF_STATE_BUCKET"):
+        save(
+            TerraformBackend(
+                bucket=cfg["DEVOPS_TF_STATE_BUCKET"],
+                region=cfg.get("AWS_DEFAULT_REGION", "eu-central-1"),
+                endpoint_url=cfg.get("AWS_ENDPOINT_URL") or None,
+            ),
+            TF_BACKEND_BLOCK,
+        )
+    vault = cfg.get("DEVOPS_VAULT_PASSWORD")
+    if not vault and cfg.get("DEVOPS_SANDBOX") and SANDBOX_VAULT_PASSWORD_FILE.exists():
+        vault = SANDBOX_VAULT_PASSWORD_FILE.read_text().strip()
+    if vault:
+        save(Secret(value=vault), VAULT_BLOCK)
+    app = json.loads(cfg["DEVOPS_APP_SECRETS"]) if cfg.get("DEVOPS_APP_SECRETS") else None
+    if app is None and cfg.get("DEVOPS_SANDBOX"):
+        app = SANDBOX_APP_SECRETS
+    if app is not None:
+        save(AppSecrets(values=app), APP_SECRETS_BLOCK)
+    if cfg.get("DEVOPS_ALERT_WEBHOOK_URL"):
+        save(SlackWebhook(url=cfg["DEVOPS_ALERT_WEBHOOK_URL"]), NOTIFY_BLOCK)
+    return saved
+
+
+def main() -> int:
+    for name in bootstrap():
+        print(f"block saved: {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Shared fixtures: the sandbox's endpoints, one real Prefect server per test session, the blocks.
+
+Real-tool tests label what they create with TEST_LABEL and the session removes it by label at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.settings import REPO_ROOT, apply_env, load_env
+
+TEST_LABEL = "devops-flows.test"
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Prefect reads its settings when first imported (its log worker thread too): point it at the session's
+# server before any test module imports prefect. The server itself starts lazily (`prefect_server`).
+_PREFECT_PORT = _free_port()
+_PREFECT_HOME = tempfile.mkdtemp(prefix="devops-flows-prefect-")
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+
+
+free_port = _free_port
+
+
+def wait_http(url: str, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def sandbox_env() -> dict[str, str]:
+    """The sandbox's endpoints and credentials, exported to this process."""
+    env = load_env()
+    if not env:
+        pytest.fail("the sandbox is not up: run scripts/sandbox up (scripts/test does it)")
+    apply_env(env)
+    return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real `prefect server start` (SQLite, no UI) for the whole test session; yields the API URL."""
+    home = Path(_PREFECT_HOME)
+    port = _PREFECT_PORT
+    api = os.environ["PREFECT_API_URL"]
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_API_URL": api,
+    }
+    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        wait_http(f"{api}/health", 90)
+    except RuntimeError:
+        proc.kill()
+        pytest.fail("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
+    yield api
+    _flush_prefect_logs()
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+def _flush_prefect_logs() -> None:
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+    except Exception:  # noqa: BLE001 - best effort at teardown
+        pass
+
+
+@pytest.fixture(scope="session")
+def blocks(prefect_server: str, sandbox_env: dict[str, str]) -> list[str]:
+    """The block documents, bootstrapped from the sandbox on the test server."""
+    from blocks.bootstrap import bootstrap
+
+    return bootstrap()
+
+
+@pytest.fixture(scope="session")
+def docker_client(sandbox_env: dict[str, str]) -> Iterator[Any]:
+    import docker
+
+    client = docker.DockerClient(base_url=sandbox_env["DOCKER_HOST"], timeout=300)
+    yield client
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+    client.close()
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    """A scratch directory outside the repository."""
+    path = Path(tempfile.mkdtemp(prefix="devops-flows-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def read_flow_run_logs(flow_run_id: Any, settle: float = 5.0) -> list[str]:
+    """Every log message of a flow run (and its task runs), read back from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + settle
+    messages: list[str] = []
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200)
+            offset = len(logs)
+            while len(logs) == offset and offset % 200 == 0 and offset:
+                more = client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=offset
+                )
+                logs += more
+                offset += len(more)
+                if not more:
+                    break
+        messages = [log.message for log in logs]
+        if messages or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.5)
+
+
+REPO = REPO_ROOT
