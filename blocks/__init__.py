@@ -8,14 +8,15 @@ Standard block types we rely on (`prefect block register -m blocks` registers ou
 - `DockerRegistryCredentials` (prefect-docker): registry URL, user, password (SecretStr).
 - `AwsCredentials` (prefect-aws): keys, region and an optional endpoint (moto in the sandbox).
 - `Secret` (prefect): the Ansible vault password.
-- `SlackWebhook` (prefect): where failure and drift notifications go.
+- `CustomWebhookNotificationBlock` (prefect): where failure and drift notifications go, as a
+  Slack-compatible JSON payload (`{"text": ...}`); works with a Slack incoming webhook URL or any receiver.
 Ours: `AppSecrets` (the application's secret environment) and `TerraformBackend` (remote state).
 """
 
 from __future__ import annotations
 
 from prefect.blocks.core import Block
-from prefect.blocks.notifications import SlackWebhook
+from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.blocks.system import Secret
 from prefect_aws import AwsClientParameters, AwsCredentials
 from prefect_docker import DockerHost, DockerRegistryCredentials
@@ -54,6 +55,20 @@ class AppSecrets(Block):
         return {name: register_secret(value.get_secret_value()) or "" for name, value in self.values.items()}
 
 
+def slack_webhook(url: str) -> CustomWebhookNotificationBlock:
+    """A webhook block that posts Slack-compatible `{"text": ...}` JSON to `url`."""
+    from urllib.parse import urlparse
+
+    host = urlparse(url).hostname or ""
+    return CustomWebhookNotificationBlock(
+        name="devops-flows alerts",
+        url=url,
+        method="POST",
+        json_data={"text": "{{subject}}\n{{body}}"},
+        allow_private_urls=host in {"127.0.0.1", "localhost", "::1"},
+    )
+
+
 class TerraformBackend(Block):
     """Where Terraform keeps its remote state (S3 with a lock file)."""
 
@@ -86,6 +101,7 @@ __all__ = [
     "DockerHost",
     "DockerRegistryCredentials",
     "Secret",
-    "SlackWebhook",
+    "CustomWebhookNotificationBlock",
+    "slack_webhook",
     "TerraformBackend",
 ]

@@ -9,7 +9,7 @@ Values come from the environment, falling back to the sandbox's env file (`scrip
     DEVOPS_TF_STATE_BUCKET                           -> TerraformBackend      devops-tf-backend
     DEVOPS_VAULT_PASSWORD                            -> Secret                devops-ansible-vault
     DEVOPS_APP_SECRETS (JSON object name -> value)   -> AppSecrets            devops-app-secrets
-    DEVOPS_ALERT_WEBHOOK_URL (optional)              -> SlackWebhook          devops-alerts
+    DEVOPS_ALERT_WEBHOOK_URL (optional)              -> webhook (Slack JSON)  devops-alerts
 
 Prints block names only, never a value. For real AWS: leave AWS_ENDPOINT_URL unset.
 """
@@ -35,8 +35,8 @@ from blocks import (
     DockerHost,
     DockerRegistryCredentials,
     Secret,
-    SlackWebhook,
     TerraformBackend,
+    slack_webhook,
 )
 from tools.settings import INFRA_DIR, load_env
 
@@ -112,7 +112,7 @@ def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
     if app is not None:
         save(AppSecrets(values=app), APP_SECRETS_BLOCK)
     if cfg.get("DEVOPS_ALERT_WEBHOOK_URL"):
-        save(SlackWebhook(url=cfg["DEVOPS_ALERT_WEBHOOK_URL"]), NOTIFY_BLOCK)
+        save(slack_webhook(cfg["DEVOPS_ALERT_WEBHOOK_URL"]), NOTIFY_BLOCK)
     return saved
 
 
