@@ -31,6 +31,19 @@ def process_tree(marker_dir: str) -> int:
     return run_tree(marker_dir)
 
 
+@task
+def failing_step() -> None:
+    process.run(["sh", "-c", "echo 'packer: source AMI not found' >&2; exit 4"], what="packer build")
+
+
+@flow(name="always-fails")
+def always_fails() -> None:
+    failing_step()
+
+
 if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
-    process_tree.serve(name=sys.argv[1], pause_on_shutdown=False)
+    if len(sys.argv) > 2 and sys.argv[2] == "fails":
+        always_fails.serve(name=sys.argv[1], pause_on_shutdown=False)
+    else:
+        process_tree.serve(name=sys.argv[1], pause_on_shutdown=False)

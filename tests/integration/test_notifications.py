@@ -1,0 +1,81 @@
+"""A failed deployment run posts a Slack-compatible notification (flow, deployment, failing step, UI link)
+to the webhook block, through the automation deployments.setup creates. Real server, real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from tests.conftest import REPO
+
+
+class Receiver(BaseHTTPRequestHandler):
+    received: list[dict] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.received.append(json.loads(body or b"{}"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> str:
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+
+
+def test_failed_deployment_run_notifies_the_webhook(prefect_server: str, receiver: str) -> None:
+    from prefect.deployments import run_deployment
+
+    from blocks import NOTIFY_BLOCK, slack_webhook
+    from deployments.setup import AUTOMATION_NAME, ensure_failure_automation
+
+    slack_webhook(receiver).save(NOTIFY_BLOCK, overwrite=True)
+    first = ensure_failure_automation()
+    assert first and ensure_failure_automation() == first  # idempotent: updated, not duplicated
+    from prefect.automations import Automation
+
+    assert Automation.read(name=AUTOMATION_NAME).id is not None
+
+    name = f"notify-{uuid.uuid4().hex[:8]}"
+    served = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.integration.flows_for_tests", name, "fails"],
+        cwd=REPO, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, start_new_session=True,
+    )
+    try:
+        run = None
+        end = time.monotonic() + 90
+        while run is None and time.monotonic() < end:
+            try:
+                run = run_deployment(f"always-fails/{name}", timeout=0)
+            except Exception:  # noqa: BLE001 - not registered yet
+                time.sleep(1)
+        assert run is not None
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not any(str(run.id) in m.get("text", "") for m in Receiver.received):
+            time.sleep(0.5)
+        texts = [m["text"] for m in Receiver.received if str(run.id) in m.get("text", "")]
+        assert texts, f"no notification arrived: {Receiver.received}"
+        text = texts[0]
+        assert "always-fails" in text and name in text and "Failed" in text
+        assert "packer build failed" in text  # the failing step, from the state message
+        assert f"/runs/flow-run/{run.id}" in text
+    finally:
+        os.killpg(served.pid, 15)
+        served.wait(timeout=30)
