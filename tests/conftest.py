@@ -67,7 +67,7 @@ def sandbox_env() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
-    """A real `prefect server start` (SQLite, no UI) for the whole test session; yields the API URL."""
+    """A real `prefect server start` (SQLite, with its UI) for the whole test session; yields the API URL."""
     home = Path(_PREFECT_HOME)
     port = _PREFECT_PORT
     api = os.environ["PREFECT_API_URL"]
@@ -75,7 +75,6 @@ def prefect_server() -> Iterator[str]:
         **os.environ,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
         "PREFECT_API_URL": api,
     }
     log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown

@@ -5,6 +5,7 @@ deployment run by a real process worker completes."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -65,7 +66,9 @@ def test_parameter_forms_are_typed(deployed: dict) -> None:
             assert prop.get("description") or target.get("description") or prop.get("title"), f"{name}.{pname}"
 
 
-def test_a_deployment_run_by_a_real_worker_completes(deployed: dict) -> None:
+@pytest.fixture(scope="module")
+def worker_run(deployed: dict):  # noqa: ANN201 - FlowRun
+    """prune-images (a dry run by default) picked up and run by a real process worker."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
@@ -82,8 +85,52 @@ def test_a_deployment_run_by_a_real_worker_completes(deployed: dict) -> None:
                 if state and state.is_final():
                     break
                 time.sleep(1)
-        assert state is not None and state.is_completed(), state
     finally:
         if worker.poll() is None:
             os.killpg(worker.pid, 15)
         worker.wait(timeout=30)
+    return run, state
+
+
+def test_a_deployment_run_by_a_real_worker_completes(worker_run) -> None:  # noqa: ANN001
+    _run, state = worker_run
+    assert state is not None and state.is_completed(), state
+
+
+CHROMIUM = [
+    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=30000", "--window-size=1400,1000",
+]
+
+
+def render(url: str, profile: str, screenshot: str) -> str:
+    """The page as the browser rendered it (after the UI's JavaScript ran), plus a screenshot."""
+    base = [*CHROMIUM, f"--user-data-dir={profile}"]
+    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)  # noqa: S603
+    out = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)  # noqa: S603
+    return out.stdout
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is installed by scripts/setup")
+def test_ui_renders_deployments_and_an_artifact(prefect_server: str, worker_run, tmp_path) -> None:  # noqa: ANN001
+    """Headless Chromium against the real UI: the deployments page lists ours; an artifact renders."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from tools.settings import state_dir
+
+    run, _state = worker_run
+    ui = prefect_server.removesuffix("/api")
+    shots = state_dir() / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    page = render(f"{ui}/deployments", str(tmp_path / "chromium"), str(shots / "deployments.png"))
+    for decl in load().deployments:
+        assert decl.name in page, f"{decl.name} is not on the rendered deployments page"
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    assert artifacts, "the worker's run produced no artifact"
+    artifact = artifacts[0]
+    page = render(f"{ui}/artifacts/artifact/{artifact.id}", str(tmp_path / "chromium"), str(shots / "artifact.png"))
+    key_text = next(line for line in str(artifact.data).splitlines() if line.strip("#|- ").strip())
+    assert key_text.strip("#|- ").split("|")[0].strip() in page

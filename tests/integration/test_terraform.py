@@ -1,0 +1,111 @@
+"""Terraform against moto with S3 state: apply + destroy a tiny stack, plan summaries, a held state lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from blocks import AWS_BLOCK, TerraformBackend
+from tasks.terraform import apply_plan, destroy_now, plan_now
+from tools import terraform as tf
+from tools.errors import InvalidInput, StateLocked
+
+pytestmark = pytest.mark.integration
+SMOKE = "sandbox/smoke"
+
+
+@pytest.fixture
+def backend_block(blocks, sandbox_env) -> str:
+    """A TerraformBackend block with a unique key prefix: every test has its own state."""
+    name = f"tf-backend-test-{uuid.uuid4().hex[:8]}"
+    TerraformBackend(
+        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
+        region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
+        key_prefix=f"tests/{name}/",
+        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
+        lock_timeout_seconds=3,
+    ).save(name, overwrite=True)
+    return name
+
+
+def test_terraform_version_is_supported():
+    out = subprocess.run(["terraform", "version", "-json"], capture_output=True, text=True, check=True)
+    assert '"terraform_version": "1.' in out.stdout
+
+
+def test_unknown_stack_and_variable_are_rejected_before_anything_runs():
+    with pytest.raises(InvalidInput, match="valid stacks"):
+        tf.resolve_stack("../etc")
+    with pytest.raises(InvalidInput, match="scalac/internal-prod/xwiki"):
+        tf.resolve_stack("scalac/nope")
+    with pytest.raises(InvalidInput, match="not declared"):
+        tf.prepare_workspace(SMOKE, {"nope": "1"}, "k")
+
+
+def test_apply_and_destroy_a_tiny_stack_with_s3_state(backend_block, sandbox_env):
+    import boto3
+
+    name = f"devops-flows-smoke-{uuid.uuid4().hex[:8]}"
+    variables = {"name": name}
+    first = plan_now(SMOKE, variables, backend_block, AWS_BLOCK, keep_plan=True)
+    assert first.has_changes and first.add == 1
+    assert first.resource("aws_security_group.smoke").action == "create"
+    result = apply_plan.fn(first, backend_block, AWS_BLOCK)
+    sg_id = result.value("security_group_id")
+    ec2 = boto3.client("ec2", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
+    assert ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"][0]["GroupName"] == name
+
+    s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
+    backend = TerraformBackend.load(backend_block)
+    key = f"{backend.key_prefix}{SMOKE}/terraform.tfstate"
+    assert s3.head_object(Bucket=backend.bucket, Key=key)["ContentLength"] > 0
+
+    again = plan_now(SMOKE, variables, backend_block, AWS_BLOCK)
+    assert not again.has_changes and again.workspace is None
+    assert "No changes" in again.markdown()
+
+    changed = plan_now(SMOKE, {**variables, "description": "changed"}, backend_block, AWS_BLOCK)
+    assert changed.add == 1 and changed.destroy == 1
+    attr = {c.name: c for c in changed.resource("aws_security_group.smoke").changed}["description"]
+    assert (attr.old, attr.new) == ("devops-flows smoke test", "changed")
+    assert "`description`: `devops-flows smoke test` -> `changed`" in changed.markdown()
+
+    destroy_now(SMOKE, variables, backend_block, AWS_BLOCK)
+    assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name]
+
+
+def test_a_lock_held_by_another_terraform_gives_state_locked(backend_block, sandbox_env, workdir):
+    """A real holder: an interactive `terraform apply` waiting at its approval prompt holds the lock."""
+    name = f"devops-flows-lock-{uuid.uuid4().hex[:8]}"
+    backend = TerraformBackend.load(backend_block)
+    holder_ws = tf.prepare_workspace(SMOKE, {"name": name}, f"{backend.key_prefix}{SMOKE}/terraform.tfstate")
+    env = {**os.environ, "TF_VAR_aws_endpoint": sandbox_env["AWS_ENDPOINT_URL"], "TF_IN_AUTOMATION": "1", **tf.cli_env()}
+    config = tf.backend_config(backend.bucket, holder_ws.state_key, backend.region, backend.endpoint_url)
+    init = tf.command("init", input=False, backend_config=config)
+    subprocess.run(init, cwd=holder_ws.path, env=env, check=True, capture_output=True)
+    log = open(workdir / "holder.log", "w+")  # noqa: SIM115
+    holder = subprocess.Popen(  # a real Terraform holding the lock at its "Enter a value:" prompt
+        [*tf.command("apply", var_file=tf.VAR_FILE), ], cwd=holder_ws.path, env=env,
+        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while "Enter a value" not in (workdir / "holder.log").read_text():
+            assert holder.poll() is None, (workdir / "holder.log").read_text()
+            assert time.monotonic() < deadline, "the holder never reached its prompt"
+            time.sleep(0.5)
+        with pytest.raises(StateLocked) as caught:
+            plan_now(SMOKE, {"name": name}, backend_block, AWS_BLOCK)
+        err = caught.value
+        assert "held by" in str(err) and "OperationTypeApply" in str(err)
+        assert err.hint and "force-unlock" in err.hint
+    finally:
+        holder.communicate("no\n", timeout=60)
+        tf.remove_workspace(holder_ws)
+    # the holder said no: nothing was applied and the lock is released; the state is intact
+    summary = plan_now(SMOKE, {"name": name}, backend_block, AWS_BLOCK)
+    assert summary.has_changes and summary.add == 1
