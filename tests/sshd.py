@@ -67,7 +67,9 @@ class SshServer:
         log = open(self.directory / "sshd.log", "wb")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         end = time.monotonic() + deadline
         while time.monotonic() < end:
@@ -106,3 +108,32 @@ def ssh_host_line(name: str, port: int, key: Path, known_hosts: Path, target_roo
         *(f"{k}={v}" for k, v in extra.items()),
     ]
     return " ".join(fields)
+
+
+def flow_run_artifacts(flow_run_id) -> list:  # noqa: ANN001 - UUID
+    """Every artifact a flow run created (tables and markdown), read back from the API."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+
+
+def wait_http_ok(url: str, seconds: float = 60) -> str:
+    """GET `url` until it answers 200 (a fresh container needs a moment to listen); returns the body."""
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    end = time.monotonic() + seconds
+    last: Exception | None = None
+    while time.monotonic() < end:
+        try:
+            with opener.open(url, timeout=3) as response:
+                if response.status == 200:
+                    return response.read().decode()
+        except OSError as exc:  # refused, reset, timeout: not listening yet
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer 200 within {seconds}s: {last}")

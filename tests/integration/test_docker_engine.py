@@ -113,7 +113,9 @@ def test_push_with_a_wrong_password_is_an_auth_error(client, registry, sandbox_e
     wrong = f"wrong-{uuid.uuid4().hex}"
     try:
         with pytest.raises(RegistryAuthError) as caught:
-            engine.push(client, repository, ["1"], engine.RegistryAuth(registry["url"], registry["user"], wrong))
+            engine.push(
+                client, repository, ["1"], engine.RegistryAuth(registry["url"], registry["user"], wrong)
+            )
         assert wrong not in str(caught.value)
     finally:
         client.images.remove(f"{repository}:1")
@@ -159,7 +161,10 @@ def test_job_container_streams_logs_returns_exit_code_and_is_removed(client, san
     assert "first-line" in result.tail
     assert "secret is ***" in result.tail
     assert not any(spec.environment["TOKEN"] in line for line in seen)
-    assert client.containers.list(all=True, filters={"label": f"devops-flows.it={label['devops-flows.it']}"}) == []
+    assert (
+        client.containers.list(all=True, filters={"label": f"devops-flows.it={label['devops-flows.it']}"})
+        == []
+    )
 
 
 def test_job_container_deadline_stops_and_removes_it(client, sandbox_env):

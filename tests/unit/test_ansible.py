@@ -23,25 +23,90 @@ def _event(counter: int, kind: str, stdout: str = "", **data) -> dict:
 
 EVENTS = [
     _event(1, "playbook_on_start"),
-    _event(2, "runner_on_file_diff", "--- before\r\n+++ after\r\n-PasswordAuthentication yes\r\n+PasswordAuthentication no",
-           host="web1", task="Harden sshd", task_uuid="t1", role="ssh"),
-    _event(3, "runner_on_ok", "changed: [web1]", host="web1", task="Harden sshd", task_uuid="t1", role="ssh",
-           res={"changed": True}),
-    _event(4, "runner_on_ok", "ok: [web2]", host="web2", task="Harden sshd", task_uuid="t1", res={"changed": False}),
-    _event(5, "runner_on_failed", "fatal: [web2]: FAILED!", host="web2", task="Check that the base packages are installed",
-           res={"msg": "One or more items failed", "results": [
-               {"item": "python3", "failed": False},
-               {"item": "no-such-pkg", "failed": True, "stderr": "dpkg-query: no packages found matching no-such-pkg"},
-           ]}),
-    _event(6, "runner_on_failed", "fatal: [web1]: FAILED! ignored", host="web1", task="optional", ignore_errors=True,
-           res={"msg": "ignored"}),
-    _event(7, "runner_on_unreachable", "fatal: [web3]: UNREACHABLE!", host="web3", task="Harden sshd",
-           res={"msg": "Failed to connect to the host via ssh: Connection refused", "unreachable": True}),
-    _event(8, "runner_on_failed", "[ERROR]: Task failed: Decryption failed (no vault secrets were found)\r\nfatal",
-           host="xwiki", task="Run xwiki container", res={"censored": "hidden due to no_log", "changed": False}),
-    _event(9, "playbook_on_stats", "PLAY RECAP",
-           ok={"web1": 3, "web2": 1, "xwiki": 2}, changed={"web1": 1}, failures={"web2": 1, "xwiki": 1},
-           dark={"web3": 1}, skipped={}, rescued={}, ignored={"web1": 1}, processed={"web1": 1, "web2": 1, "web3": 1}),
+    _event(
+        2,
+        "runner_on_file_diff",
+        "--- before\r\n+++ after\r\n-PasswordAuthentication yes\r\n+PasswordAuthentication no",
+        host="web1",
+        task="Harden sshd",
+        task_uuid="t1",
+        role="ssh",
+    ),
+    _event(
+        3,
+        "runner_on_ok",
+        "changed: [web1]",
+        host="web1",
+        task="Harden sshd",
+        task_uuid="t1",
+        role="ssh",
+        res={"changed": True},
+    ),
+    _event(
+        4,
+        "runner_on_ok",
+        "ok: [web2]",
+        host="web2",
+        task="Harden sshd",
+        task_uuid="t1",
+        res={"changed": False},
+    ),
+    _event(
+        5,
+        "runner_on_failed",
+        "fatal: [web2]: FAILED!",
+        host="web2",
+        task="Check that the base packages are installed",
+        res={
+            "msg": "One or more items failed",
+            "results": [
+                {"item": "python3", "failed": False},
+                {
+                    "item": "no-such-pkg",
+                    "failed": True,
+                    "stderr": "dpkg-query: no packages found matching no-such-pkg",
+                },
+            ],
+        },
+    ),
+    _event(
+        6,
+        "runner_on_failed",
+        "fatal: [web1]: FAILED! ignored",
+        host="web1",
+        task="optional",
+        ignore_errors=True,
+        res={"msg": "ignored"},
+    ),
+    _event(
+        7,
+        "runner_on_unreachable",
+        "fatal: [web3]: UNREACHABLE!",
+        host="web3",
+        task="Harden sshd",
+        res={"msg": "Failed to connect to the host via ssh: Connection refused", "unreachable": True},
+    ),
+    _event(
+        8,
+        "runner_on_failed",
+        "[ERROR]: Task failed: Decryption failed (no vault secrets were found)\r\nfatal",
+        host="xwiki",
+        task="Run xwiki container",
+        res={"censored": "hidden due to no_log", "changed": False},
+    ),
+    _event(
+        9,
+        "playbook_on_stats",
+        "PLAY RECAP",
+        ok={"web1": 3, "web2": 1, "xwiki": 2},
+        changed={"web1": 1},
+        failures={"web2": 1, "xwiki": 1},
+        dark={"web3": 1},
+        skipped={},
+        rescued={},
+        ignored={"web1": 1},
+        processed={"web1": 1, "web2": 1, "web3": 1},
+    ),
 ]
 
 
@@ -63,7 +128,9 @@ def test_parse_events_recap_failures_and_changes() -> None:
 
 
 def test_result_raises_naming_hosts_and_tasks() -> None:
-    result = PlaybookResult(playbook="internal_hosts.yml", exit_code=2, status="failed", **parse_events(EVENTS))
+    result = PlaybookResult(
+        playbook="internal_hosts.yml", exit_code=2, status="failed", **parse_events(EVENTS)
+    )
     assert result.failed_hosts == ["web2", "web3", "xwiki"]
     assert result.changed_hosts == ["web1"]
     with pytest.raises(AnsibleRunFailed) as info:
@@ -78,7 +145,11 @@ def test_result_raises_naming_hosts_and_tasks() -> None:
 
 
 def test_successful_result_does_not_raise() -> None:
-    ok = [e for e in EVENTS if e["event"] not in ("runner_on_failed", "runner_on_unreachable", "playbook_on_stats")]
+    ok = [
+        e
+        for e in EVENTS
+        if e["event"] not in ("runner_on_failed", "runner_on_unreachable", "playbook_on_stats")
+    ]
     ok.append(_event(10, "playbook_on_stats", ok={"web1": 3}, changed={"web1": 1}))
     result = PlaybookResult(playbook="p.yml", exit_code=0, status="successful", **parse_events(ok))
     result.raise_for_failures()
@@ -87,7 +158,13 @@ def test_successful_result_does_not_raise() -> None:
 
 @pytest.mark.parametrize(
     "extra",
-    [{"db_password": "x"}, {"API_TOKEN": "x"}, {"ssh_key": "x"}, {"aws": {"secret_access": "x"}}, {"Passwd": 1}],
+    [
+        {"db_password": "x"},
+        {"API_TOKEN": "x"},
+        {"ssh_key": "x"},
+        {"aws": {"secret_access": "x"}},
+        {"Passwd": 1},
+    ],
 )
 def test_secret_looking_extra_vars_are_rejected(extra: dict) -> None:
     with pytest.raises(InvalidInput, match="looks like a secret"):
@@ -99,8 +176,9 @@ def test_plain_extra_vars_pass() -> None:
 
 
 def test_build_argv_has_no_secret_and_passes_options() -> None:
-    spec = PlaybookSpec(limit="web*:!web3", tags="ssh,xwiki", check=True, diff=True, forks=3,
-                        extra_vars={"xwiki_port": 1})
+    spec = PlaybookSpec(
+        limit="web*:!web3", tags="ssh,xwiki", check=True, diff=True, forks=3, extra_vars={"xwiki_port": 1}
+    )
     pdd = Path("/tmp/pdd")
     argv = build_argv(spec, pdd, "abc", Path("/repo/infra/ansible/internal_hosts.yml"), Path("/inv.ini"))
     assert argv[1:3] == ["run", "/tmp/pdd"]

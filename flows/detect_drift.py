@@ -1,0 +1,144 @@
+"""detect-drift: a scheduled check that the servers and the cloud still match their code.
+
+For each configured Terraform stack a plan (never applied), and the refresh playbook in check mode with
+diff: any planned change, any host task that would change, is drift. The drift report is a markdown
+artifact naming each drifted stack and host and what would change; a notification goes to the webhook
+block; the run fails when drift was found (or completes, with `fail_on_drift=False`), so it shows.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.core import Block
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from blocks import NOTIFY_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
+from flows.refresh import AnsibleTarget
+from tasks.ansible import publish_recap, run_playbook
+from tasks.terraform import PlanSummary, plan_stack
+from tools.ansible import PlaybookResult
+from tools.process import default_logger
+from tools.redact import redact
+
+__all__ = ["DriftFound", "DriftReport", "StackCheck", "detect_drift"]
+
+
+class StackCheck(BaseModel):
+    """A Terraform stack to plan (under infra/terraform) and its variables (non-secret)."""
+
+    stack: str = Field(description="Stack directory under infra/terraform, e.g. 'xwiki'.")
+    variables: dict[str, str] = Field(default_factory=dict, description="Terraform variables for the plan.")
+
+
+class HostDrift(BaseModel):
+    host: str
+    tasks: list[str] = Field(default_factory=list)
+
+
+class DriftReport(BaseModel):
+    """What drifted: stacks with planned changes, hosts whose configuration would change."""
+
+    stacks: list[PlanSummary] = Field(default_factory=list)
+    servers: PlaybookResult | None = None
+
+    @property
+    def drifted_stacks(self) -> list[str]:
+        return [s.stack for s in self.stacks if s.has_changes]
+
+    @property
+    def drifted_hosts(self) -> list[HostDrift]:
+        if self.servers is None:
+            return []
+        by_host: dict[str, list[str]] = {}
+        for change in self.servers.changes:
+            by_host.setdefault(change.host, []).append(change.task)
+        for host in self.servers.changed_hosts:
+            by_host.setdefault(host, [])
+        return [HostDrift(host=h, tasks=t) for h, t in sorted(by_host.items())]
+
+    @property
+    def has_drift(self) -> bool:
+        return bool(self.drifted_stacks or self.drifted_hosts)
+
+    def summary(self) -> str:
+        if not self.has_drift:
+            return "No drift: every stack and server matches its code."
+        parts = []
+        if self.drifted_stacks:
+            parts.append("stacks " + ", ".join(self.drifted_stacks))
+        if self.drifted_hosts:
+            parts.append("hosts " + ", ".join(h.host for h in self.drifted_hosts))
+        return "Drift found in " + "; ".join(parts)
+
+    def markdown(self) -> str:
+        lines = ["# Drift report", "", f"**{self.summary()}**", ""]
+        for plan in self.stacks:
+            lines += [plan.markdown(), ""]
+        if self.servers is not None:
+            lines += ["# Servers (Ansible check mode)", ""]
+            if not self.servers.changes:
+                lines.append("No host would change.")
+            for change in self.servers.changes:
+                lines += [f"## `{change.host}`: {change.task}", ""]
+                if change.diff:
+                    lines += ["```diff", change.diff, "```", ""]
+            if self.servers.failures:
+                lines += ["", "## Hosts that could not be checked", ""]
+                lines += [f"- `{f.host}`: {f.task}: {f.message}" for f in self.servers.failures]
+        return redact("\n".join(lines))
+
+
+class DriftFound(RuntimeError):
+    """Drift was found and fail_on_drift is set."""
+
+
+@task(name="drift-notify", cache_policy=NO_CACHE)
+def notify(block_ref: str, subject: str, body: str) -> bool:
+    """Send the drift summary through a notification block: 'name' of a custom-webhook block (as bootstrap
+    saves NOTIFY_BLOCK), or 'type-slug/name' for any other notification block (e.g. slack-webhook/x)."""
+    logger = default_logger()
+    try:
+        block = Block.load(block_ref) if "/" in block_ref else CustomWebhookNotificationBlock.load(block_ref)
+    except ValueError as exc:
+        logger.warning("no notification sent: block %r could not be loaded (%s)", block_ref, exc)
+        return False
+    block.notify(body=redact(body), subject=subject)
+    logger.info("drift notification sent through %s", block_ref)
+    return True
+
+
+@flow(name="detect-drift", log_prints=True)
+def detect_drift(
+    stacks: Annotated[list[StackCheck], Field(description="Terraform stacks to plan")] = [],  # noqa: B006
+    servers: Annotated[AnsibleTarget | None, Field(description="Playbook in check mode")] = AnsibleTarget(),  # noqa: B008
+    fail_on_drift: Annotated[bool, Field(description="Fail the run when drift is found")] = True,
+    notify_block: Annotated[str | None, Field(description="Notification block for drift")] = NOTIFY_BLOCK,
+    vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+) -> DriftReport:
+    """Plan every stack and check every server; report, notify and (optionally) fail on drift."""
+    report = DriftReport()
+    for check in stacks:
+        report.stacks.append(plan_stack(check.stack, dict(check.variables)))
+    if servers is not None:
+        result = run_playbook(servers.spec(check=True, diff=True), vault_block=vault_block)
+        publish_recap(result, key="drift-recap")
+        report.servers = result
+    create_markdown_artifact(key="drift-report", markdown=report.markdown(), description=report.summary())
+    if report.has_drift and notify_block:
+        notify(notify_block, subject="devops-flows: drift detected", body=_notification(report))
+    if report.servers is not None:
+        report.servers.raise_for_failures()  # a host that cannot be checked is a failure too
+    if report.has_drift and fail_on_drift:
+        raise DriftFound(report.summary())
+    return report
+
+
+def _notification(report: DriftReport) -> str:
+    lines: list[Any] = [report.summary()]
+    lines += [f"- host {h.host}: {', '.join(h.tasks) or 'changes'}" for h in report.drifted_hosts]
+    lines += [f"- stack {s}" for s in report.drifted_stacks]
+    return "\n".join(lines)

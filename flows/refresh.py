@@ -1,0 +1,55 @@
+"""refresh-servers: the article's `devops-refresh-servers` Jenkins job, `ansible-playbook -i inventory.ini
+internal_hosts.yml`, as a Prefect flow.
+
+Every selected host is refreshed; the flow fails when any host failed or was unreachable, naming those
+hosts and their failing tasks, after the others have run. The recap is a table artifact and the return
+value. The vault password comes from a Secret block, never from a parameter.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from blocks import VAULT_BLOCK
+from tasks.ansible import publish_recap, run_playbook
+from tools.ansible import PlaybookResult, PlaybookSpec
+
+__all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
+
+
+class AnsibleTarget(BaseModel):
+    """Which playbook runs against which hosts (paths relative to infra/ansible, or absolute)."""
+
+    playbook: str = Field(default="internal_hosts.yml", description="Playbook under infra/ansible.")
+    inventory: str = Field(default="inventory.ini", description="Inventory under infra/ansible.")
+    limit: str | None = Field(
+        default=None, description="Ansible host pattern restricting the run, e.g. 'xwiki' or 'web*:!web3'."
+    )
+    tags: str | None = Field(default=None, description="Comma-separated tags to run (all when empty).")
+    forks: int = Field(default=5, ge=1, le=100, description="Hosts handled in parallel.")
+    extra_vars: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Non-secret variables (names like *password*, *secret*, *token*, *key* are rejected).",
+    )
+
+    def spec(self, check: bool = False, diff: bool = False) -> PlaybookSpec:
+        return PlaybookSpec(**self.model_dump(), check=check, diff=diff)
+
+
+@flow(name="refresh-servers", log_prints=True)
+def refresh_servers(
+    target: AnsibleTarget = AnsibleTarget(),  # noqa: B008 - a pydantic default renders in the UI form
+    check: Annotated[bool, Field(description="Check mode: report what would change, change nothing")] = False,
+    diff: Annotated[bool, Field(description="Show the diff of each changed file or setting.")] = False,
+    vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+    timeout_seconds: Annotated[int, Field(ge=10, description="Deadline of the whole playbook run.")] = 3600,
+) -> PlaybookResult:
+    """Run the playbook on the inventory's servers, publish the recap, fail if any host failed."""
+    spec = target.spec(check=check, diff=diff)
+    result = run_playbook(spec, vault_block=vault_block, timeout_seconds=timeout_seconds)
+    publish_recap(result, key="refresh-recap")
+    result.raise_for_failures()
+    return result

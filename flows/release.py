@@ -1,0 +1,210 @@
+"""The release pipeline: the article's Jenkins "build phase" and "deployment phase" as Prefect flows.
+
+    build-app      build.sbt version -> clean artifacts -> sbt in a builder container -> unpack the zip
+    publish-image  docker build (OCI labels, version + environment tags) -> login + push -> ImageRef
+    deploy-app     pull by digest -> replace the container named app_name -> health check,
+                   rolled back to the previous container inside a transaction when unhealthy
+    release        build-app -> publish-image -> deploy-app as subflows, one parameter model
+
+Flows only compose tasks; parameters are validated (InvalidInput) before any side effect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger
+from prefect.tasks import exponential_backoff
+from prefect.transactions import transaction
+from pydantic import BaseModel, Field
+
+from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
+from tasks.release import (
+    DEFAULT_BASE_IMAGE,
+    BuildParams,
+    BuildResult,
+    DeployParams,
+    DeployResult,
+    Environment,
+    HealthCheck,
+    HealthResult,
+    ImageRef,
+    PortMapping,
+    PublishParams,
+    build_app_image,
+    check_health,
+    clean_artifacts,
+    deploy_report,
+    push_image,
+    read_project,
+    registry_url,
+    replace_container,
+    run_build,
+    unpack_package,
+)
+from tools import sbt
+
+
+@flow(name="build-app", log_prints=False)
+def build_app(params: BuildParams) -> BuildResult:
+    """Build the sbt app in a builder container and unpack its universal zip in the work-tree."""
+    workspace = params.check()
+    project = read_project(workspace)
+    clean_artifacts(workspace, project)
+    archive = run_build(workspace, project, params)
+    package_dir = unpack_package(archive, workspace, project)
+    return BuildResult(
+        name=project.name,
+        version=project.version,
+        workspace=str(workspace),
+        archive=str(archive),
+        package_dir=str(package_dir),
+        builder_image=params.builder_image,
+    )
+
+
+@flow(name="publish-image")
+def publish_image(params: PublishParams) -> ImageRef:
+    """Build the app image from the unpacked package and push it; returns the digest-pinned reference."""
+    workspace = params.check()
+    project = read_project(workspace)
+    url = registry_url(params.registry_block)
+    built = build_app_image(workspace, project, params, url)
+    pusher = push_image.with_options(
+        retries=params.push_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=params.retry_delay_seconds)(
+            params.push_retries
+        )
+        if params.push_retries
+        else 0,
+    )
+    return pusher(built, params.docker_host_block, params.registry_block)
+
+
+@flow(name="deploy-app")
+def deploy_app(params: DeployParams) -> DeployResult:
+    """Replace the running container with the new image; restore the previous one if it is unhealthy."""
+    params.check()
+    with transaction():
+        started = replace_container(params)
+        health = check_health(params, started["container_id"])
+    result = DeployResult(
+        app_name=params.app_name,
+        container_id=started["container_id"],
+        image_reference=params.image_reference,
+        ports=[f"{p.host_ip}:{p.host_port}->{p.docker_key()}" for p in params.ports],
+        health=health,
+        replaced=started["replaced"],
+    )
+    deploy_report(params, result)
+    return result
+
+
+class ReleaseParams(BaseModel):
+    """Everything one release needs: build, publish and deploy of one app to one environment."""
+
+    app_path: str = Field(
+        title="App work-tree", description="Folder with build.sbt, build.sh and the Dockerfile."
+    )
+    environment: Environment = Field(
+        default="dev", title="Environment", description="Image tag and PROJECT_ENV."
+    )
+    app_name: str | None = Field(
+        default=None,
+        title="Container name",
+        description="Default: <sbt name>-<environment>.",
+        examples=["hire-help-dev"],
+    )
+    image_repository: str | None = Field(
+        default=None, title="Image repository", description="Registry path (no host); default: the sbt name."
+    )
+    extra_tags: list[str] = Field(default_factory=list, title="Extra tags")
+    builder_image: str = Field(default=sbt.DEFAULT_BUILDER_IMAGE, title="Builder image")
+    build_command: list[str] = Field(
+        default_factory=lambda: list(sbt.DEFAULT_BUILD_COMMAND), title="Build command"
+    )
+    build_env: dict[str, str] = Field(default_factory=dict, title="Build environment")
+    build_timeout_seconds: int = Field(default=1800, title="Build timeout")
+    cache_volume: str = Field(default=sbt.DEFAULT_CACHE_VOLUME, title="Dependency cache volume")
+    base_image: str = Field(default=DEFAULT_BASE_IMAGE, title="Runtime base image")
+    ports: list[PortMapping] = Field(
+        default_factory=lambda: [PortMapping(container_port=10000, host_port=10000)], title="Published ports"
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, title="Runtime environment", description="Non-secret variables."
+    )
+    health: HealthCheck = Field(default_factory=HealthCheck, title="Health check")
+    docker_host_block: str = Field(default=DOCKER_HOST_BLOCK, title="Docker host block")
+    registry_block: str = Field(default=REGISTRY_BLOCK, title="Registry block")
+    app_secrets_block: str | None = Field(default=APP_SECRETS_BLOCK, title="App secrets block")
+    push_retries: int = Field(default=3, title="Push retries")
+    retry_delay_seconds: float = Field(default=2.0, title="First retry delay")
+    labels: dict[str, str] = Field(
+        default_factory=dict, title="Labels", description="On builder and app containers."
+    )
+
+    def build_params(self) -> BuildParams:
+        return BuildParams(
+            app_path=self.app_path,
+            builder_image=self.builder_image,
+            build_command=self.build_command,
+            env=self.build_env,
+            app_secrets_block=self.app_secrets_block,
+            docker_host_block=self.docker_host_block,
+            timeout_seconds=self.build_timeout_seconds,
+            cache_volume=self.cache_volume,
+            labels=self.labels,
+        )
+
+    def publish_params(self) -> PublishParams:
+        return PublishParams(
+            app_path=self.app_path,
+            image_repository=self.image_repository,
+            environment=self.environment,
+            extra_tags=self.extra_tags,
+            base_image=self.base_image,
+            docker_host_block=self.docker_host_block,
+            registry_block=self.registry_block,
+            push_retries=self.push_retries,
+            retry_delay_seconds=self.retry_delay_seconds,
+        )
+
+    def deploy_params(self, name: str, image: ImageRef | None = None) -> DeployParams:
+        placeholder = "placeholder@sha256:" + "0" * 64
+        return DeployParams(
+            app_name=self.app_name or f"{name}-{self.environment}",
+            image_reference=image.reference if image else placeholder,
+            environment=self.environment,
+            ports=self.ports,
+            env=self.env,
+            app_secrets_block=self.app_secrets_block,
+            docker_host_block=self.docker_host_block,
+            registry_block=self.registry_block,
+            health=self.health,
+            labels=self.labels,
+        )
+
+    def check(self) -> None:
+        """Validate all three stages before the first side effect."""
+        self.build_params().check()
+        self.publish_params().check()
+        project = sbt.read_project(Path(self.app_path))
+        self.deploy_params(project.name).check()
+
+
+class ReleaseResult(BaseModel):
+    build: BuildResult
+    image: ImageRef
+    deploy: DeployResult
+    health: HealthResult
+
+
+@flow(name="release")
+def release(params: ReleaseParams) -> ReleaseResult:
+    """build-app -> publish-image -> deploy-app, each a subflow run of its own."""
+    params.check()
+    built = build_app(params.build_params())
+    image = publish_image(params.publish_params())
+    deployed = deploy_app(params.deploy_params(built.name, image))
+    get_run_logger().info("released %s %s as %s", built.name, built.version, image.reference)
+    return ReleaseResult(build=built, image=image, deploy=deployed, health=deployed.health)

@@ -1,0 +1,55 @@
+variable "aws_region" {
+  type        = string
+  default     = "eu-central-1"
+  description = "AWS region of the stack."
+}
+
+variable "aws_endpoint" {
+  type        = string
+  default     = ""
+  description = "Custom AWS endpoint (moto in the sandbox); empty for real AWS."
+}
+
+variable "name" {
+  type        = string
+  default     = "xwiki"
+  description = "Name of the auto scaling group, prefix of the launch template and the Name tag."
+}
+
+variable "ami_id" {
+  type        = string
+  default     = ""
+  description = "AMI for the launch template (set by the ami-rollout flow). Empty: the newest self-owned AMI named ami_name."
+}
+
+variable "ami_name" {
+  type        = string
+  default     = "xwiki_ubuntu18.04"
+  description = "AMI name looked up when ami_id is empty (Packer's hostname_os_name)."
+}
+
+variable "ami_root_device_type" {
+  type        = string
+  default     = "ebs"
+  description = "Root device type filter of the AMI lookup (moto reports images it creates as 'standard')."
+}
+
+variable "instance_type" {
+  type    = string
+  default = "t3.small"
+}
+
+variable "environment" {
+  type    = string
+  default = "prod"
+}
+
+variable "project" {
+  type    = string
+  default = "xwiki"
+}
+
+variable "root_volume_size" {
+  type    = number
+  default = 50
+}

@@ -1,0 +1,115 @@
+"""Packer tasks: prepare a bake (layer the var files, resolve the source AMI, compute the content hash)
+and run it (validate + build), returning the AMI id."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from blocks import AWS_BLOCK, AwsCredentials
+from tasks.aws import endpoint
+from tools import packer
+from tools.errors import BakeFailed, retry_if_transient
+from tools.process import default_logger
+from tools.redact import register_secret
+
+__all__ = ["BakePlan", "BakeResult", "plan_bake", "run_bake"]
+
+
+class BakePlan(BaseModel):
+    host: str
+    os: str
+    mode: str
+    variables: dict[str, str] = Field(
+        description="Merged variables (no secrets: AWS keys travel as environment)"
+    )
+    files: list[str] = Field(description="Var files in precedence order (later wins)")
+    sandbox: bool = False
+
+
+class BakeResult(BaseModel):
+    ami_id: str
+    region: str
+    content_hash: str
+    source_ami: str
+    git_commit: str
+    reused: bool = Field(description="True when an available AMI with this content hash existed: no bake ran")
+    ami_name: str = ""
+    host: str = ""
+    mode: str = ""
+
+
+@task(name="plan-bake", cache_policy=NO_CACHE)
+def plan_bake(
+    host: str, os: str, mode: str, environment: str | None = None, aws_block: str = AWS_BLOCK
+) -> BakePlan:
+    """Validate the names; merge common -> os -> mode -> host (-> sandbox when the block has an endpoint)."""
+    ec2_endpoint = endpoint(aws_block)
+    files = packer.layer_files(host, os, mode, sandbox=bool(ec2_endpoint))
+    extra = {"mode": mode, "ec2_endpoint": ec2_endpoint}
+    if environment:
+        extra["environment"] = environment
+    variables = packer.merge_layers(files, extra)
+    region = AwsCredentials.load(aws_block).region_name
+    if region:
+        variables["region"] = region
+    default_logger().info(
+        "var files (later wins): %s", " -> ".join(str(f.relative_to(packer.PACKER_DIR)) for f in files)
+    )
+    return BakePlan(
+        host=host,
+        os=os,
+        mode=mode,
+        variables=variables,
+        files=[str(f) for f in files],
+        sandbox=bool(ec2_endpoint),
+    )
+
+
+def _aws_env(aws_block: str) -> tuple[dict[str, str], dict[str, str]]:
+    creds = AwsCredentials.load(aws_block)
+    secret_env = {}
+    if creds.aws_access_key_id:
+        secret_env["AWS_ACCESS_KEY_ID"] = register_secret(creds.aws_access_key_id) or ""
+    if creds.aws_secret_access_key:
+        secret_env["AWS_SECRET_ACCESS_KEY"] = (
+            register_secret(creds.aws_secret_access_key.get_secret_value()) or ""
+        )
+    env = {"AWS_REGION": creds.region_name or "", "AWS_DEFAULT_REGION": creds.region_name or ""}
+    if creds.profile_name:
+        env["AWS_PROFILE"] = creds.profile_name
+    return env, secret_env
+
+
+@task(
+    name="packer-bake",
+    retries=2,
+    retry_delay_seconds=10,
+    retry_condition_fn=retry_if_transient,
+    cache_policy=NO_CACHE,
+    task_run_name="bake {plan.host}",
+)
+def run_bake(
+    plan: BakePlan, content_hash: str, source_ami: str, commit: str, aws_block: str = AWS_BLOCK
+) -> BakeResult:
+    """`packer validate` then `packer build -machine-readable`; the AMI is tagged with the content hash."""
+    variables = {**plan.variables, "content_hash": content_hash, "git_commit": commit}
+    env, secret_env = _aws_env(aws_block)
+    packer.validate(variables, env=env, secret_env=secret_env)
+    out = packer.build(variables, env=env, secret_env=secret_env)
+    if len(out.ami_ids) != 1:
+        raise BakeFailed(f"expected one AMI, packer reported {out.ami_ids or 'none'}", tail=out.ui[-40:])
+    ami_id = out.ami_ids[0]
+    default_logger().info("baked %s (content hash %s)", ami_id, content_hash[:12])
+    return BakeResult(
+        ami_id=ami_id,
+        region=out.artifacts[0].region or plan.variables.get("region", ""),
+        content_hash=content_hash,
+        source_ami=source_ami,
+        git_commit=commit,
+        reused=False,
+        ami_name=f"{plan.variables.get('hostname')}_{plan.variables.get('os_name')}",
+        host=plan.host,
+        mode=plan.mode,
+    )

@@ -1,0 +1,547 @@
+"""Ansible through the `ansible-runner` CLI, started by the one process runner (`tools.process.run`).
+
+Why the CLI and not `ansible_runner.run()` in-process: the Python API runs ansible-playbook under pexpect
+inside our process, outside `tools.process`, so a cancel depends on its `cancel_callback` being polled and
+on pexpect's own kill. Through the CLI the whole tree is ours to stop:
+
+    tools.process.run ─ ansible-runner run (own session)      SIGINT -> its handler cancels the job
+                         └ ansible-playbook (pexpect session) ansible-runner SIGKILLs this whole group
+                            └ forks, modules, ssh clients
+
+`ansible-runner` installs its SIGINT/SIGTERM handler in its main thread, so the SIGINT our runner sends
+makes it kill ansible-playbook's process group. If it was killed first (SIGKILL after the grace), the
+orphaned group would survive; `_kill_leftovers` therefore sweeps every process that still carries this
+run's private data directory in its environment (ansible-runner exports it to all its descendants).
+The integration test proves no process is left.
+
+Events: `-j` prints each job event as one JSON line on stdout while it happens; `on_event` receives it and
+its `stdout` (redacted) goes to the logger, which is the playbook's normal output. After the run the
+recap, the failing tasks and the changes are parsed from the same events (`artifacts/<ident>/job_events`).
+
+Secrets: the vault password is written to a 0600 file inside a 0700 temporary private data dir and only
+its path is given to Ansible (`ANSIBLE_VAULT_PASSWORD_FILE`); extra vars must not look secret. The
+runner records argv and environment under `artifacts/`, so the whole directory is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tools.errors import AnsibleRunFailed, InvalidInput
+from tools.process import Grace, default_logger, run
+from tools.redact import redact, register_secret
+from tools.settings import INFRA_DIR
+
+ANSIBLE_DIR = INFRA_DIR / "ansible"
+PDD_PREFIX = "devops-ansible-"
+SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token|key|credential", re.IGNORECASE)
+TAGS_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
+LIMIT_PATTERN = re.compile(r"^[^\s'\"`;|&$<>]+$")
+DEFAULT_GRACE = Grace(interrupt=10, terminate=5)
+EventHandler = Callable[[dict[str, Any]], None]
+
+__all__ = [
+    "ANSIBLE_DIR",
+    "HostFailure",
+    "HostRecap",
+    "PlaybookResult",
+    "PlaybookSpec",
+    "TaskChange",
+    "check_extra_vars",
+    "list_hosts",
+    "parse_events",
+    "resolve_path",
+    "run_playbook",
+    "validate_spec",
+]
+
+
+class HostRecap(BaseModel):
+    """One line of Ansible's PLAY RECAP."""
+
+    host: str
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    rescued: int = 0
+    ignored: int = 0
+
+    @property
+    def broken(self) -> bool:
+        return self.failed > 0 or self.unreachable > 0
+
+
+class HostFailure(BaseModel):
+    """A task that failed on a host, or the host being unreachable, with Ansible's own message."""
+
+    host: str
+    task: str
+    unreachable: bool = False
+    message: str = ""
+
+
+class TaskChange(BaseModel):
+    """A task that changed (or, in check mode, would change) a host, with its diff when Ansible gave one."""
+
+    host: str
+    task: str
+    role: str | None = None
+    diff: str = ""
+
+
+class PlaybookResult(BaseModel):
+    """What a playbook run did: the recap per host, failures, changes."""
+
+    playbook: str
+    check: bool = False
+    exit_code: int
+    status: str = Field(description="ansible-runner's status: successful, failed, canceled, timeout")
+    hosts: list[HostRecap] = Field(default_factory=list)
+    failures: list[HostFailure] = Field(default_factory=list)
+    changes: list[TaskChange] = Field(default_factory=list)
+    tail: list[str] = Field(default_factory=list, description="Last output lines (redacted)")
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [h.host for h in self.hosts if h.broken]
+
+    @property
+    def changed_hosts(self) -> list[str]:
+        return [h.host for h in self.hosts if h.changed > 0]
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.failed_hosts
+
+    def failure_summary(self) -> str:
+        lines = []
+        for f in self.failures:
+            kind = "unreachable" if f.unreachable else f"task '{f.task}' failed"
+            lines.append(f"{f.host}: {kind}: {f.message}".rstrip(": "))
+        return "\n".join(lines)
+
+    def raise_for_failures(self) -> None:
+        """AnsibleRunFailed naming each failed/unreachable host and its failing task."""
+        if self.ok:
+            return
+        hosts = self.failed_hosts
+        if hosts:
+            message = f"playbook {self.playbook} failed on {len(hosts)} host(s): {', '.join(hosts)}"
+        else:
+            message = f"playbook {self.playbook} failed ({self.status}) before any host recap"
+        detail = self.failure_summary()
+        hint = None
+        text = "\n".join([detail, *self.tail]).lower()
+        if "decryption failed" in text or "no vault secrets" in text:
+            hint = "the vault password (Secret block) does not decrypt the vaulted values in host_vars"
+        raise AnsibleRunFailed(
+            message + (f"\n{detail}" if detail else ""),
+            exit_code=self.exit_code,
+            tail=self.tail,
+            hint=hint,
+        )
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for a Prefect table artifact."""
+        failing = {f.host: f for f in self.failures}
+        return [
+            {
+                **h.model_dump(),
+                "failing task": (
+                    "(unreachable)"
+                    if failing.get(h.host) and failing[h.host].unreachable
+                    else failing[h.host].task
+                    if h.host in failing
+                    else ""
+                ),
+            }
+            for h in self.hosts
+        ]
+
+
+class PlaybookSpec(BaseModel):
+    """A playbook run, validated by `validate_spec` before anything starts."""
+
+    playbook: str = "internal_hosts.yml"
+    inventory: str = "inventory.ini"
+    limit: str | None = None
+    tags: str | None = None
+    check: bool = False
+    diff: bool = False
+    forks: int = 5
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+
+
+def resolve_path(value: str, what: str, base: Path = ANSIBLE_DIR) -> Path:
+    """An absolute path: `value` as given when absolute, else relative to infra/ansible; must exist."""
+    path = Path(value)
+    if not path.is_absolute():
+        path = base / path
+    path = path.resolve()
+    if not path.exists():
+        raise InvalidInput(
+            f"{what} {value!r} does not exist (looked at {path}); give a path relative to {base} or absolute"
+        )
+    return path
+
+
+def check_extra_vars(extra_vars: Mapping[str, Any], _prefix: str = "") -> None:
+    """Reject keys that look secret (at any depth): secrets come from the vault, never from parameters."""
+    for key, value in extra_vars.items():
+        name = f"{_prefix}{key}"
+        if not isinstance(key, str) or not key:
+            raise InvalidInput(f"extra var names must be non-empty strings, got {key!r}")
+        if SECRET_KEY_PATTERN.search(key):
+            raise InvalidInput(
+                f"extra var {name!r} looks like a secret (password/secret/token/key): put secrets in vaulted "
+                "host_vars or group_vars; extra vars are recorded in plain text"
+            )
+        if isinstance(value, Mapping):
+            check_extra_vars(value, _prefix=f"{name}.")
+
+
+def list_hosts(inventory: Path, pattern: str = "all", *, project_dir: Path = ANSIBLE_DIR) -> list[str]:
+    """Hosts of `inventory` that match `pattern` (`ansible PATTERN --list-hosts`, no connection made)."""
+    result = run(
+        [_bin("ansible"), pattern, "-i", str(inventory), "--list-hosts"],
+        cwd=project_dir,
+        env=_base_env(project_dir),
+        capture_stdout=True,
+        log_line=lambda stream, line: stream == "stderr",
+        error=AnsibleRunFailed,
+        what="ansible --list-hosts",
+        timeout=120,
+    )
+    return parse_list_hosts(result.stdout)
+
+
+def parse_list_hosts(stdout: str) -> list[str]:
+    hosts: list[str] = []
+    for line in stdout.splitlines():
+        stripped = line.strip()
+        if not stripped or re.match(r"^hosts \(\d+\):$", stripped):
+            continue
+        hosts.append(stripped)
+    return hosts
+
+
+def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tuple[Path, Path, list[str]]:
+    """Check everything before a side effect. Returns (playbook, inventory, matched hosts)."""
+    playbook = resolve_path(spec.playbook, "playbook", project_dir)
+    inventory = resolve_path(spec.inventory, "inventory", project_dir)
+    if spec.forks < 1 or spec.forks > 100:
+        raise InvalidInput(f"forks must be between 1 and 100, got {spec.forks}")
+    if spec.tags is not None and not TAGS_PATTERN.match(spec.tags):
+        raise InvalidInput(f"tags must be comma-separated names (letters, digits, _ . -), got {spec.tags!r}")
+    if spec.limit is not None and (not spec.limit.strip() or not LIMIT_PATTERN.match(spec.limit)):
+        raise InvalidInput(
+            f"limit must be an Ansible host pattern without spaces or shell characters, got {spec.limit!r}"
+        )
+    check_extra_vars(spec.extra_vars)
+    everyone = list_hosts(inventory, "all", project_dir=project_dir)
+    if not everyone:
+        raise InvalidInput(f"inventory {inventory} has no hosts")
+    matched = list_hosts(inventory, spec.limit, project_dir=project_dir) if spec.limit else everyone
+    if not matched:
+        raise InvalidInput(
+            f"limit {spec.limit!r} matches no host of {inventory}; hosts are: {', '.join(everyone)}"
+        )
+    return playbook, inventory, matched
+
+
+def build_argv(spec: PlaybookSpec, pdd: Path, ident: str, playbook: Path, inventory: Path) -> list[str]:
+    """The ansible-runner command line (no secret on it: the vault password file is given by environment)."""
+    argv = [
+        _bin("ansible-runner"),
+        "run",
+        str(pdd),
+        "--project-dir",
+        str(playbook.parent),
+        "-p",
+        playbook.name,
+        "--inventory",
+        str(inventory),
+        "--ident",
+        ident,
+        "--forks",
+        str(spec.forks),
+        "-j",
+    ]
+    if spec.limit:
+        argv += ["--limit", spec.limit]
+    extra: list[str] = []
+    if spec.check:
+        extra.append("--check")
+    if spec.diff:
+        extra.append("--diff")
+    if spec.tags:
+        extra += ["--tags", spec.tags]
+    if extra:
+        argv.append("--cmdline=" + shlex.join(extra))
+    return argv
+
+
+def run_playbook(
+    spec: PlaybookSpec,
+    *,
+    vault_password: str | None = None,
+    project_dir: Path = ANSIBLE_DIR,
+    should_cancel: Callable[[], bool] | None = None,
+    on_event: EventHandler | None = None,
+    timeout: float | None = 3600,
+    grace: Grace = DEFAULT_GRACE,
+    logger=None,  # noqa: ANN001 - logging.Logger or Prefect's adapter
+) -> PlaybookResult:
+    """Validate `spec`, run the playbook, return its parsed result. Does not raise on host failures
+    (call `raise_for_failures`); raises InvalidInput before any side effect, ProcessCancelled/Timeout."""
+    log = logger or default_logger()
+    playbook, inventory, _ = validate_spec(spec, project_dir=project_dir)
+    if vault_password:
+        register_secret(vault_password)
+    pdd = Path(tempfile.mkdtemp(prefix=PDD_PREFIX))
+    ident = uuid.uuid4().hex[:12]
+    events: list[dict[str, Any]] = []
+    try:
+        os.chmod(pdd, 0o700)
+        env = _base_env(project_dir)
+        env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
+        env["DEVOPS_ANSIBLE_RUN"] = str(pdd)  # marks every descendant for the leftover sweep
+        if vault_password:
+            vault_file = pdd / "vault-password"
+            fd = os.open(vault_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(vault_password + "\n")
+            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_file)
+        if spec.extra_vars:
+            (pdd / "env").mkdir(mode=0o700)
+            (pdd / "env" / "extravars").write_text(json.dumps(spec.extra_vars))
+        lock = threading.Lock()
+
+        def handle_line(stream: str, line: str) -> None:
+            event = _parse_event(line) if stream == "stdout" else None
+            if event is None:
+                if line.strip():
+                    log.info("%s", line)
+                return
+            with lock:
+                events.append(event)
+            text = redact(str(event.get("stdout") or "")).replace("\r\n", "\n").strip("\n")
+            if text:
+                level = 30 if event.get("event") in ("runner_on_failed", "runner_on_unreachable") else 20
+                log.log(level, "%s", text)
+            if on_event is not None:
+                on_event(event)
+
+        try:
+            result = run(
+                build_argv(spec, pdd, ident, playbook, inventory),
+                cwd=playbook.parent,
+                env=env,
+                timeout=timeout,
+                should_cancel=should_cancel,
+                grace=grace,
+                logger=log,
+                on_line=handle_line,
+                log_line=lambda stream, line: False,
+                check=False,
+                error=AnsibleRunFailed,
+                what="ansible-runner",
+            )
+        finally:
+            _kill_leftovers(pdd)
+        artifact = pdd / "artifacts" / ident
+        recorded = _read_job_events(artifact / "job_events")
+        status = _read_text(artifact / "status") or "unknown"
+        parsed = parse_events(recorded or events)
+        tail = [line for line in result.tail if not line.startswith("{")]
+        tail += [
+            redact(str(e.get("stdout") or "")).replace("\r\n", "\n")
+            for e in (recorded or events)[-12:]
+            if e.get("stdout")
+        ]
+        return PlaybookResult(
+            playbook=spec.playbook,
+            check=spec.check,
+            exit_code=result.exit_code,
+            status=status,
+            tail=[redact(t) for t in tail][-40:],
+            **parsed,
+        )
+    finally:
+        shutil.rmtree(pdd, ignore_errors=True)
+
+
+def parse_events(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Recap, failures and changes from ansible-runner job events (in counter order)."""
+    hosts: list[HostRecap] = []
+    failures: list[HostFailure] = []
+    changes: list[TaskChange] = []
+    diffs: dict[tuple[str, str], list[str]] = {}
+    for event in sorted(events, key=lambda e: e.get("counter", 0)):
+        kind = event.get("event")
+        data = event.get("event_data") or {}
+        host, task = str(data.get("host") or ""), str(data.get("task") or "")
+        task_key = (host, str(data.get("task_uuid") or task))
+        if kind == "runner_on_file_diff":
+            text = redact(str(event.get("stdout") or "")).replace("\r\n", "\n").strip("\n")
+            if text:
+                diffs.setdefault(task_key, []).append(text)
+        elif kind == "runner_on_ok":
+            res = data.get("res") or {}
+            if not isinstance(res, Mapping) or "changed" not in res:  # no_log results may be stripped
+                res = {"changed": str(event.get("stdout") or "").lstrip().startswith("changed:")}
+            if res.get("changed"):
+                changes.append(
+                    TaskChange(
+                        host=host,
+                        task=task,
+                        role=data.get("role") or None,
+                        diff="\n".join(diffs.pop(task_key, [])),
+                    )
+                )
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            message = _failure_message(data.get("res") or {})
+            if not message or "censored" in message or "no_log" in message:
+                message = _error_line(str(event.get("stdout") or "")) or message
+            failures.append(HostFailure(host=host, task=task, message=message))
+        elif kind == "runner_on_unreachable":
+            failures.append(
+                HostFailure(
+                    host=host, task=task, unreachable=True, message=_failure_message(data.get("res") or {})
+                )
+            )
+        elif kind == "playbook_on_stats":
+            hosts = _recap(data)
+    return {"hosts": hosts, "failures": failures, "changes": changes}
+
+
+def _recap(data: Mapping[str, Any]) -> list[HostRecap]:
+    columns = {
+        "ok": "ok",
+        "changed": "changed",
+        "failures": "failed",
+        "dark": "unreachable",
+        "skipped": "skipped",
+        "rescued": "rescued",
+        "ignored": "ignored",
+    }
+    names: set[str] = set()
+    for key in (*columns, "processed"):
+        names.update((data.get(key) or {}).keys())
+    return [
+        HostRecap(
+            host=name, **{field: int((data.get(key) or {}).get(name, 0)) for key, field in columns.items()}
+        )
+        for name in sorted(names)
+    ]
+
+
+def _failure_message(res: Mapping[str, Any]) -> str:
+    if not isinstance(res, Mapping):
+        return redact(str(res))[:500]
+    parts = [str(res.get("msg") or "").strip()]
+    for item in res.get("results") or []:
+        if isinstance(item, Mapping) and item.get("failed"):
+            label = item.get("item")
+            detail = str(item.get("msg") or item.get("stderr") or item.get("stdout") or "").strip()
+            parts.append(f"item {label}: {detail}".strip())
+            break
+    if not res.get("results") and res.get("stderr"):
+        parts.append(str(res["stderr"]).strip())
+    return redact("; ".join(p for p in parts if p))[:500]
+
+
+def _error_line(stdout: str) -> str:
+    """Ansible's own "[ERROR]: ..." line in an event's output (what no_log results still show)."""
+    for line in stdout.replace("\r\n", "\n").splitlines():
+        if line.startswith("[ERROR]:"):
+            return redact(line.removeprefix("[ERROR]:").strip())[:500]
+    return ""
+
+
+def _parse_event(line: str) -> dict[str, Any] | None:
+    if not line.startswith("{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and "event" in event else None
+
+
+def _read_job_events(directory: Path) -> list[dict[str, Any]]:
+    events = []
+    if directory.is_dir():
+        for path in directory.glob("*.json"):
+            try:
+                events.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+    return sorted(events, key=lambda e: e.get("counter", 0))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _bin(name: str) -> str:
+    """The executable next to the running Python (the project's venv), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def _base_env(project_dir: Path) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    env = {
+        "PATH": venv_bin + (os.pathsep + path if path else ""),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if (project_dir / "ansible.cfg").exists():
+        env["ANSIBLE_CONFIG"] = str(project_dir / "ansible.cfg")
+    return env
+
+
+def processes_of_run(pdd: Path) -> list[int]:
+    """PIDs whose environment carries this run's private data dir (every descendant of the run)."""
+    marker = f"DEVOPS_ANSIBLE_RUN={pdd}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def _kill_leftovers(pdd: Path) -> None:
+    for pid in processes_of_run(pdd):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

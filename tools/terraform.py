@@ -1,0 +1,488 @@
+"""Terraform, driven through python-terraform's command vocabulary and our own process runner.
+
+README paragraph (python-terraform and our runner): the design card names python-terraform, and we use
+it for what it still does well on Terraform 1.11: `Terraform.generate_cmd_string` builds every command
+line (flags, `-backend-config=k=v`, `-lock-timeout`, `-out`). We do not let it *run* Terraform: its
+`cmd()` captures output instead of streaming it, cannot be cancelled (no process group, no SIGINT, so a
+killed flow leaves the S3 state lock behind), passes `-var` values on the command line (visible in `ps`),
+treats `plan -detailed-exitcode`'s exit code 2 ("changes present") like an error unless told otherwise,
+raises TypeError from `output(name)`, and adds `-force` to `destroy` (rejected since 0.15). So every
+command runs through `tools.process.run`: lines stream to the Prefect run logger, secrets (AWS keys) go
+in the environment only and are redacted, variables go in a 0600 JSON var file, cancel and our deadline
+send SIGINT first so Terraform releases its lock, exit code 2 of `plan` means "changes", a held lock
+becomes `StateLocked` naming the holder, and outputs come from `output -json`, parsed into typed models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from python_terraform import IsFlagged, Terraform
+
+from tools.errors import InvalidInput, StateLocked, TerraformError, ToolError, looks_transient
+from tools.process import ProcessResult, run, which
+from tools.redact import register_secret
+from tools.settings import INFRA_DIR
+
+TERRAFORM_DIR = INFRA_DIR / "terraform"
+PLAN_FILE = "devops.tfplan"
+VAR_FILE = "devops.tfvars.json"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_STACK_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_VARIABLE = re.compile(r'^\s*variable\s+"([^"]+)"', re.MULTILINE)
+_HINT = "see Terraform's own message in the output lines above"
+
+__all__ = [
+    "AttributeChange",
+    "LockInfo",
+    "OutputValue",
+    "PlanSummary",
+    "ResourceChange",
+    "Runner",
+    "Workspace",
+    "apply",
+    "backend_config",
+    "command",
+    "declared_variables",
+    "destroy",
+    "init",
+    "list_stacks",
+    "outputs",
+    "parse_lock_info",
+    "plan",
+    "prepare_workspace",
+    "resolve_stack",
+    "show_plan",
+    "slug",
+    "summarize_plan",
+]
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class AttributeChange(BaseModel):
+    name: str
+    old: Any = None
+    new: Any = None
+    known_after_apply: bool = False
+
+    def render(self) -> str:
+        new = "(known after apply)" if self.known_after_apply else _short(self.new)
+        return f"`{self.name}`: {_short(self.old)} -> {new}"
+
+
+class ResourceChange(BaseModel):
+    address: str
+    type: str = ""
+    actions: list[str] = Field(description="Terraform actions: create, update, delete, or delete+create")
+    changed: list[AttributeChange] = Field(default_factory=list)
+
+    @property
+    def action(self) -> str:
+        if self.actions in (["delete", "create"], ["create", "delete"]):
+            return "replace"
+        return "+".join(self.actions)
+
+
+class PlanSummary(BaseModel):
+    """What `terraform plan` would do, from `terraform show -json`."""
+
+    stack: str
+    has_changes: bool
+    add: int = 0
+    change: int = 0
+    destroy: int = 0
+    resources: list[ResourceChange] = Field(default_factory=list)
+    output_changes: dict[str, str] = Field(default_factory=dict)
+    workspace: Workspace | None = Field(default=None, description="Where the saved plan is kept for apply")
+
+    def resource(self, address: str) -> ResourceChange | None:
+        return next((r for r in self.resources if r.address == address), None)
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Terraform plan: `{self.stack}`",
+            "",
+            f"**{self.add} to add, {self.change} to change, {self.destroy} to destroy**"
+            if self.has_changes
+            else "**No changes.** The infrastructure matches the configuration.",
+        ]
+        if self.resources:
+            lines += ["", "| Resource | Action | Changed attributes |", "|---|---|---|"]
+            for res in self.resources:
+                attrs = "<br>".join(c.render() for c in res.changed[:15]) or "-"
+                if len(res.changed) > 15:
+                    attrs += f"<br>... {len(res.changed) - 15} more"
+                attrs = attrs.replace("|", "\\|")
+                lines.append(f"| `{res.address}` | {res.action} | {attrs} |")
+        if self.output_changes:
+            lines += [
+                "",
+                "Outputs: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(self.output_changes.items())),
+            ]
+        return "\n".join(lines)
+
+
+class OutputValue(BaseModel):
+    value: Any = None
+    type: Any = None
+    sensitive: bool = False
+
+
+class LockInfo(BaseModel):
+    id: str = ""
+    path: str = ""
+    operation: str = ""
+    who: str = ""
+    version: str = ""
+    created: str = ""
+
+    def describe(self) -> str:
+        who, op, since = self.who or "?", self.operation or "?", self.created or "?"
+        return f"lock {self.id or '?'} held by {who} ({op} since {since})"
+
+
+class Workspace(BaseModel):
+    """A private copy of infra/terraform where one stack is initialised, planned and applied."""
+
+    stack: str
+    root: str
+    path: str
+    state_key: str
+
+
+PlanSummary.model_rebuild()
+
+
+# --- stacks and workspaces ---------------------------------------------------------------------
+
+
+def list_stacks(base: Path = TERRAFORM_DIR) -> list[str]:
+    """Every directory under infra/terraform that holds .tf files, as a relative path."""
+    if not base.is_dir():
+        return []
+    found = {p.parent.relative_to(base).as_posix() for p in base.rglob("*.tf") if ".terraform" not in p.parts}
+    return sorted(found)
+
+
+def resolve_stack(stack: str, base: Path = TERRAFORM_DIR) -> Path:
+    """The stack directory for a relative path such as `scalac/internal-prod/xwiki`, or InvalidInput."""
+    valid = list_stacks(base)
+    parts = (stack or "").strip().strip("/").split("/")
+    if not stack or stack.startswith("/") or any(not _STACK_PART.match(p) or p in (".", "..") for p in parts):
+        raise InvalidInput(f"invalid stack path {stack!r}; valid stacks: {', '.join(valid) or '(none)'}")
+    rel = "/".join(parts)
+    if rel not in valid:
+        raise InvalidInput(f"unknown stack {stack!r}; valid stacks under infra/terraform: {', '.join(valid)}")
+    return base / rel
+
+
+def declared_variables(stack_dir: Path) -> set[str]:
+    return {m for tf in stack_dir.glob("*.tf") for m in _VARIABLE.findall(tf.read_text())}
+
+
+def check_variables(stack_dir: Path, variables: Mapping[str, str]) -> None:
+    declared = declared_variables(stack_dir)
+    for name in variables:
+        if not _NAME.match(name) or name not in declared:
+            raise InvalidInput(
+                f"variable {name!r} is not declared by the stack; valid: {', '.join(sorted(declared))}"
+            )
+
+
+def prepare_workspace(
+    stack: str, variables: Mapping[str, str] | None, state_key: str, base: Path = TERRAFORM_DIR
+) -> Workspace:
+    """Copy infra/terraform to a private temp dir (so runs never share `.terraform/` or plan files) and
+    write the variables to a 0600 JSON var file there."""
+    stack_dir = resolve_stack(stack, base)
+    check_variables(stack_dir, variables or {})
+    root = Path(tempfile.mkdtemp(prefix="devops-tf-"))
+    shutil.copytree(
+        base, root / "terraform", ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan")
+    )
+    path = root / "terraform" / stack_dir.relative_to(base)
+    fd = os.open(path / VAR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dict(variables or {}), fh)
+    return Workspace(
+        stack=stack_dir.relative_to(base).as_posix(), root=str(root), path=str(path), state_key=state_key
+    )
+
+
+def remove_workspace(workspace: Workspace) -> None:
+    shutil.rmtree(workspace.root, ignore_errors=True)
+
+
+def cli_env() -> dict[str, str]:
+    """TF_CLI_CONFIG_FILE / TF_PLUGIN_CACHE_DIR for Terraform: the environment's when its CLI config exists,
+    else the sandbox's (the machine may export a TF_CLI_CONFIG_FILE that does not exist; the sandbox's
+    config points at the offline provider mirror)."""
+    from tools.settings import load_env
+
+    current = os.environ.get("TF_CLI_CONFIG_FILE", "")
+    if current and Path(current).is_file():
+        return {}
+    sandbox = load_env()
+    if sandbox.get("TF_CLI_CONFIG_FILE") and Path(sandbox["TF_CLI_CONFIG_FILE"]).is_file():
+        env = {"TF_CLI_CONFIG_FILE": sandbox["TF_CLI_CONFIG_FILE"]}
+        if sandbox.get("TF_PLUGIN_CACHE_DIR"):
+            Path(sandbox["TF_PLUGIN_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+            env["TF_PLUGIN_CACHE_DIR"] = sandbox["TF_PLUGIN_CACHE_DIR"]
+        return env
+    return {}
+
+
+def slug(stack: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")
+
+
+def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """`-backend-config` pairs for the S3 backend with native S3 locking (a `.tflock` object)."""
+    config = {"bucket": bucket, "key": key, "region": region, "use_lockfile": "true", "encrypt": "true"}
+    if endpoint_url:
+        config.update(
+            {
+                "endpoints": f'{{s3="{endpoint_url}"}}',
+                "use_path_style": "true",
+                "skip_credentials_validation": "true",
+                "skip_requesting_account_id": "true",
+                "skip_region_validation": "true",
+                "skip_metadata_api_check": "true",
+                "skip_s3_checksum": "true",
+            }
+        )
+    return config
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def command(cmd: str, *args: str, **options: Any) -> list[str]:
+    """argv for a Terraform sub-command, built by python-terraform (`-no-color`, `-input=false` always)."""
+    tf = Terraform(terraform_bin_path=which("terraform", hint="install Terraform >= 1.6 (scripts/setup)"))
+    options.setdefault("no_color", IsFlagged)
+    return [str(a) for a in tf.generate_cmd_string(cmd, *args, **options)]
+
+
+_LOCK_FIELD = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created):\s*(.*)$")
+
+
+def parse_lock_info(lines: Iterable[str]) -> LockInfo | None:
+    """The `Lock Info:` block of Terraform's "Error acquiring the state lock", or None."""
+    lines = list(lines)
+    if not any("Error acquiring the state lock" in line for line in lines):
+        return None
+    info: dict[str, str] = {}
+    for line in lines:
+        match = _LOCK_FIELD.match(line)
+        if match and match.group(1).lower() not in info:
+            info[match.group(1).lower()] = match.group(2).strip()
+    return LockInfo(**info)
+
+
+class Runner:
+    """Runs one workspace's commands with the same environment, timeout and cancel callback."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        env: Mapping[str, str] | None = None,
+        secret_env: Mapping[str, str] | None = None,
+        timeout: float | None = 900,
+        should_cancel: Callable[[], bool] | None = None,
+        logger=None,  # noqa: ANN001
+    ) -> None:
+        self.workspace = workspace
+        self.env = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", **cli_env(), **(env or {})}
+        self.secret_env = dict(secret_env or {})
+        for value in self.secret_env.values():
+            register_secret(value)
+        self.timeout, self.should_cancel, self.logger = timeout, should_cancel, logger
+
+    def __call__(self, argv: list[str], what: str, **kwargs: Any) -> ProcessResult:
+        try:
+            return run(
+                argv,
+                cwd=self.workspace.path,
+                env=self.env,
+                secret_env=self.secret_env,
+                timeout=self.timeout,
+                should_cancel=self.should_cancel,
+                logger=self.logger,
+                error=TerraformError,
+                what=what,
+                hint=_HINT,
+                **kwargs,
+            )
+        except TerraformError as exc:
+            lock = parse_lock_info(exc.tail)
+            if lock is not None:
+                raise StateLocked(
+                    f"{what}: the state of {self.workspace.stack} is locked: {lock.describe()}",
+                    argv=exc.argv,
+                    exit_code=exc.exit_code,
+                    tail=exc.tail,
+                    hint=f"wait for the holder to finish; if it is dead: terraform force-unlock {lock.id}",
+                ) from exc
+            if looks_transient("\n".join(exc.tail)):
+                exc.transient = True
+            raise
+
+
+def init(runner: Runner, backend: Mapping[str, str], lock_timeout: int = 30) -> ProcessResult:
+    argv = command(
+        "init",
+        input=False,
+        backend_config=dict(backend),
+        reconfigure=IsFlagged,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    return runner(argv, "terraform init")
+
+
+def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False) -> bool:
+    """`plan -detailed-exitcode -out`; True when there are changes (exit code 2)."""
+    argv = command(
+        "plan",
+        input=False,
+        detailed_exitcode=IsFlagged,
+        out=PLAN_FILE,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+        destroy=IsFlagged if destroy else None,
+    )
+    return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
+
+
+def show_plan(runner: Runner) -> dict[str, Any]:
+    result = runner(
+        command("show", PLAN_FILE, json=IsFlagged),
+        "terraform show",
+        capture_stdout=True,
+        log_line=lambda stream, line: stream == "stderr",
+    )
+    return _json(result, "terraform show -json")
+
+
+def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
+    """Apply the saved plan only: no new plan, no approval prompt."""
+    argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
+    return runner(argv, "terraform apply")
+
+
+def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
+    argv = command(
+        "apply",
+        input=False,
+        destroy=IsFlagged,
+        auto_approve=IsFlagged,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    return runner(argv, "terraform destroy")
+
+
+def outputs(runner: Runner) -> dict[str, OutputValue]:
+    result = runner(
+        command("output", json=IsFlagged),
+        "terraform output",
+        capture_stdout=True,
+        log_line=lambda stream, line: stream == "stderr",
+    )
+    parsed = {
+        name: OutputValue.model_validate(raw) for name, raw in _json(result, "terraform output -json").items()
+    }
+    for out in parsed.values():
+        if out.sensitive and isinstance(out.value, str):
+            register_secret(out.value)
+    return parsed
+
+
+def _json(result: ProcessResult, what: str) -> dict[str, Any]:
+    try:
+        return json.loads(result.stdout or "{}")
+    except json.JSONDecodeError as exc:
+        raise ToolError(
+            f"{what} printed no JSON: {exc}", argv=result.argv, tail=result.stdout.splitlines()[-40:]
+        ) from exc
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def summarize_plan(stack: str, show: Mapping[str, Any]) -> PlanSummary:
+    """A PlanSummary from `terraform show -json PLAN` (format 1.x)."""
+    resources: list[ResourceChange] = []
+    add = change = remove = 0
+    for rc in show.get("resource_changes") or []:
+        actions = list((rc.get("change") or {}).get("actions") or [])
+        if actions in (["no-op"], ["read"]) or not actions:
+            continue
+        add += "create" in actions
+        change += actions == ["update"]
+        remove += "delete" in actions
+        resources.append(
+            ResourceChange(
+                address=rc.get("address", "?"),
+                type=rc.get("type", ""),
+                actions=actions,
+                changed=_changed_attributes(rc.get("change") or {}),
+            )
+        )
+    output_changes = {
+        name: "+".join(oc.get("actions") or [])
+        for name, oc in (show.get("output_changes") or {}).items()
+        if (oc.get("actions") or []) not in (["no-op"], [])
+    }
+    return PlanSummary(
+        stack=stack,
+        has_changes=bool(resources),
+        add=add,
+        change=change,
+        destroy=remove,
+        resources=resources,
+        output_changes=output_changes,
+    )
+
+
+def _changed_attributes(change: Mapping[str, Any]) -> list[AttributeChange]:
+    before = change.get("before") or {}
+    after = change.get("after") or {}
+    unknown = change.get("after_unknown") or {}
+    sensitive = {**_truthy(change.get("before_sensitive")), **_truthy(change.get("after_sensitive"))}
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return []
+    changes = []
+    for name in sorted(set(before) | set(after) | set(unknown if isinstance(unknown, dict) else {})):
+        is_unknown = isinstance(unknown, dict) and unknown.get(name) is True
+        old, new = before.get(name), after.get(name)
+        if old == new and not is_unknown:
+            continue
+        if not change.get("before") and new in (None, [], {}, "") and not is_unknown:
+            continue  # a create: only show what is set
+        if name in sensitive:
+            old, new = "(sensitive)", "(sensitive)"
+        changes.append(AttributeChange(name=name, old=old, new=new, known_after_apply=is_unknown))
+    return changes
+
+
+def _truthy(value: Any) -> dict[str, bool]:
+    return {k: True for k, v in value.items() if v} if isinstance(value, dict) else {}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    if value is None:
+        return "null"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return f"`{text if len(text) <= limit else text[: limit - 3] + '...'}`"
