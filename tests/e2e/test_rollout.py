@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -10,7 +9,6 @@ import boto3
 import pytest
 
 from blocks import AWS_BLOCK, TerraformBackend
-from flows.apply import Approval, StackRequest, apply_stack
 from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
@@ -24,7 +22,8 @@ STACK = "scalac/internal-prod/xwiki"
 def backend_block(blocks, sandbox_env) -> str:
     name = f"tf-backend-e2e-{uuid.uuid4().hex[:8]}"
     TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"], region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
+        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
+        region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
         key_prefix=f"tests/{name}/", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], lock_timeout_seconds=5,
     ).save(name, overwrite=True)
     return name
@@ -43,7 +42,8 @@ def _lt_versions(ec2, lt_id):
 def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env):
     name = f"xwiki-{uuid.uuid4().hex[:8]}"
     env_tag = f"e2e-{uuid.uuid4().hex[:6]}"  # a fresh hash per test run: nothing reused from earlier runs
-    request = RolloutRequest(bake=BakeSpec(host="xwiki", environment=env_tag), stack=STACK, variables={"name": name})
+    spec = BakeSpec(host="xwiki", environment=env_tag)
+    request = RolloutRequest(bake=spec, stack=STACK, variables={"name": name})
     try:
         first = ami_rollout(request, backend_block, AWS_BLOCK)
         ami1 = first.bake.ami_id
@@ -76,10 +76,8 @@ def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env
         assert _lt_versions(ec2, lt_id) == {1: ami1, 2: ami2}
         assert third.verified.latest_version == 2
 
-        # prune: ami1 is referenced by LT version 1, so it stays even with keep=1; dry run changes nothing
-        report = prune_images(keep=1, dry_run=True, hosts=["xwiki"], aws_block=AWS_BLOCK)
-        rows = {r.image_id: r.action for r in report.rows}
-        assert rows[ami2] == "keep (newest)" and rows[ami1] == "keep (referenced)"
+        # the article's force_deregister: the new bake of the same ami_name replaced the old AMI
+        assert ec2.describe_images(Filters=[{"Name": "image-id", "Values": [ami1]}])["Images"] == []
     finally:
         destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
 
@@ -92,18 +90,23 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
         inst = ec2.run_instances(ImageId="ami-785db401", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         ami = ec2.create_image(InstanceId=inst, Name=f"{host}-{uuid.uuid4().hex[:6]}",
                                TagSpecifications=[{"ResourceType": "image", "Tags": [
-                                   {"Key": "project", "Value": "devops-flows"}, {"Key": "host", "Value": host}]}])
+                                   {"Key": "project", "Value": "devops-flows"},
+                                   {"Key": "host", "Value": host}]}])
         ec2.terminate_instances(InstanceIds=[inst])
         ids.append(ami["ImageId"])
         time.sleep(1.1)  # distinct CreationDate (second resolution) so "newest" is well defined
+    # the oldest one is still referenced by a launch template version: it must stay
+    lt = ec2.create_launch_template(LaunchTemplateName=f"lt-{host}", LaunchTemplateData={"ImageId": ids[0]})
     dry = prune_images(keep=1, dry_run=True, hosts=[host], aws_block=AWS_BLOCK)
-    assert sorted(dry.deregistered) == sorted(ids[:2])
+    assert dry.deregistered == [ids[1]]
+    assert {r.image_id: r.action for r in dry.rows}[ids[0]] == "keep (referenced)"
     assert len(ec2.describe_images(ImageIds=ids)["Images"]) == 3
-    snapshots = [s for r in dry.rows if r.image_id in ids[:2] for s in r.snapshots]
+    snapshots = [s for r in dry.rows if r.image_id == ids[1] for s in r.snapshots]
     real = prune_images(keep=1, dry_run=False, hosts=[host], aws_block=AWS_BLOCK)
-    assert sorted(real.deregistered) == sorted(ids[:2])
+    assert real.deregistered == [ids[1]]
     left = [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=[
         {"Name": "tag:host", "Values": [host]}])["Images"]]
-    assert left == [ids[2]]
+    assert sorted(left) == sorted([ids[0], ids[2]])
+    ec2.delete_launch_template(LaunchTemplateId=lt["LaunchTemplate"]["LaunchTemplateId"])
     remaining = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     assert not remaining & set(snapshots)

@@ -193,6 +193,8 @@ def test_runs_started_together_complete_on_both_workers(cluster, docker_client, 
     _declared, present = deployable()
     container = f"xwiki-scale-{uuid.uuid4().hex[:8]}"
     real = {
+        "bake-image": ("bake-image/bake-image", {"spec": {"host": "xwiki"}}),
+        "bake-image ": ("bake-image/bake-image", {"spec": {"host": "jenkins"}}),
         "devops-refresh-servers": (
             "refresh-servers/devops-refresh-servers",
             {
@@ -217,9 +219,9 @@ def test_runs_started_together_complete_on_both_workers(cluster, docker_client, 
             },
         ),
     }
-    runs = [start_on(cluster, name, params) for key, (name, params) in real.items() if key in present]
+    runs = [start_on(cluster, name, params) for key, (name, params) in real.items() if key.strip() in present]
     runs += [start_on(cluster, f"{PROBE}/{PROBE}", {"seconds": 8}) for _ in range(4 - len(runs))]
-    final = wait_final(cluster, [r.id for r in runs], 240)
+    final = wait_final(cluster, [r.id for r in runs], 300)
     assert all(r.state.is_completed() for r in final.values()), describe(final)
     workers = {r.labels.get("prefect.worker.name") for r in final.values()}
     assert workers == {"worker-1", "worker-2"}, describe(final)

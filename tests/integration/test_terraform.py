@@ -83,7 +83,8 @@ def test_a_lock_held_by_another_terraform_gives_state_locked(backend_block, sand
     name = f"devops-flows-lock-{uuid.uuid4().hex[:8]}"
     backend = TerraformBackend.load(backend_block)
     holder_ws = tf.prepare_workspace(SMOKE, {"name": name}, f"{backend.key_prefix}{SMOKE}/terraform.tfstate")
-    env = {**os.environ, "TF_VAR_aws_endpoint": sandbox_env["AWS_ENDPOINT_URL"], "TF_IN_AUTOMATION": "1", **tf.cli_env()}
+    env = {**os.environ, "TF_VAR_aws_endpoint": sandbox_env["AWS_ENDPOINT_URL"], "TF_IN_AUTOMATION": "1",
+           **tf.cli_env()}
     config = tf.backend_config(backend.bucket, holder_ws.state_key, backend.region, backend.endpoint_url)
     init = tf.command("init", input=False, backend_config=config)
     subprocess.run(init, cwd=holder_ws.path, env=env, check=True, capture_output=True)
