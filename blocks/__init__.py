@@ -75,16 +75,24 @@ class TerraformBackend(Block):
     _block_type_name = "devops-flows Terraform Backend"
     _description = "S3 remote state for Terraform stacks, with native S3 locking."
 
-    bucket: str = Field(title="State bucket", description="S3 bucket holding the state files.", examples=["devops-flows-tfstate"])
+    bucket: str = Field(
+        title="State bucket",
+        description="S3 bucket holding the state files.",
+        examples=["devops-flows-tfstate"],
+    )
     region: str = Field(default="eu-central-1", title="Region", description="Region of the state bucket.")
-    key_prefix: str = Field(default="", title="Key prefix", description="Prefix for state keys; the stack path is appended.")
+    key_prefix: str = Field(
+        default="", title="Key prefix", description="Prefix for state keys; the stack path is appended."
+    )
     endpoint_url: str | None = Field(
         default=None,
         title="S3 endpoint",
         description="Custom S3 endpoint (moto in the sandbox); empty for real AWS.",
         examples=["http://127.0.0.1:4566"],
     )
-    lock_timeout_seconds: int = Field(default=30, ge=0, title="Lock timeout", description="How long to wait for a held state lock.")
+    lock_timeout_seconds: int = Field(
+        default=30, ge=0, title="Lock timeout", description="How long to wait for a held state lock."
+    )
 
 
 __all__ = [

@@ -82,7 +82,11 @@ def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
             REGISTRY_BLOCK,
         )
     if cfg.get("AWS_ACCESS_KEY_ID"):
-        params = AwsClientParameters(endpoint_url=cfg["AWS_ENDPOINT_URL"]) if cfg.get("AWS_ENDPOINT_URL") else AwsClientParameters()
+        params = (
+            AwsClientParameters(endpoint_url=cfg["AWS_ENDPOINT_URL"])
+            if cfg.get("AWS_ENDPOINT_URL")
+            else AwsClientParameters()
+        )
         save(
             AwsCredentials(
                 aws_access_key_id=cfg["AWS_ACCESS_KEY_ID"],

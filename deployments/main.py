@@ -44,13 +44,18 @@ def start_server() -> None:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": API,
     }
-    pid = spawn([sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
-                state_dir() / "logs" / "prefect-server.log", env=env)
+    pid = spawn(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
+        state_dir() / "logs" / "prefect-server.log",
+        env=env,
+    )
     pidfile("prefect-server").write_text(str(pid))
     end = time.monotonic() + 120
     while not healthy():
         if time.monotonic() > end or not pid_alive(pid):
-            raise SystemExit(f"[main] Prefect server did not start; see {state_dir() / 'logs' / 'prefect-server.log'}")
+            raise SystemExit(
+                f"[main] Prefect server did not start; see {state_dir() / 'logs' / 'prefect-server.log'}"
+            )
         time.sleep(0.5)
     print(f"[main] Prefect server started on {API}")
 
@@ -60,9 +65,10 @@ def start_serving() -> None:
     if pid_path.exists() and pid_alive(int(pid_path.read_text())):
         print("[main] deployments already served")
         return
-    pid = spawn([sys.executable, "-m", "deployments.serve"], state_dir() / "logs" / "serve.log")
+    log = state_dir() / "logs" / "serve.log"
+    pid = spawn([sys.executable, "-m", "deployments.serve"], log)
     pid_path.write_text(str(pid))
-    print(f"[main] serving every deployment of prefect.yaml (pid {pid}; log {state_dir() / 'logs' / 'serve.log'})")
+    print(f"[main] serving every deployment of prefect.yaml (pid {pid}; log {log})")
 
 
 def first_runs() -> None:
@@ -108,7 +114,9 @@ def stop() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scripts/main", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", nargs="?", default="start", choices=["start", "stop"])
     return start() if parser.parse_args(argv).command == "start" else stop()
 

@@ -33,7 +33,9 @@ NOTIFICATION_BODY = (
 
 def terraform_stacks(root: Path = INFRA_DIR / "terraform") -> list[str]:
     """Stack paths (relative to infra/terraform) holding Terraform files."""
-    return sorted({str(p.parent.relative_to(root)) for p in root.rglob("*.tf") if ".terraform" not in p.parts})
+    return sorted(
+        {str(p.parent.relative_to(root)) for p in root.rglob("*.tf") if ".terraform" not in p.parts}
+    )
 
 
 def stack_limit_name(stack: str) -> str:
@@ -96,7 +98,13 @@ def ensure_failure_automation() -> str | None:
             posture=Posture.Reactive,
             threshold=1,
         ),
-        actions=[SendNotification(block_document_id=block._block_document_id, subject=NOTIFICATION_SUBJECT, body=NOTIFICATION_BODY)],
+        actions=[
+            SendNotification(
+                block_document_id=block._block_document_id,
+                subject=NOTIFICATION_SUBJECT,
+                body=NOTIFICATION_BODY,
+            )
+        ],
     )
     try:
         existing = Automation.read(name=AUTOMATION_NAME)

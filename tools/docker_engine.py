@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import docker.errors
 import requests.exceptions
 
-import docker
 from tools.errors import (
     TAIL_LINES,
     ImageBuildFailed,

@@ -207,12 +207,19 @@ def run(
     if reason == "timeout":
         raise ProcessTimeout(
             f"{label} did not finish within {timeout:g}s; its process group was stopped",
-            argv=shown, exit_code=exit_code, tail=result.tail, hint=hint, transient=False,
+            argv=shown,
+            exit_code=exit_code,
+            tail=result.tail,
+            hint=hint,
+            transient=False,
         )
     if reason == "cancel":
         raise ProcessCancelled(
             f"{label} was cancelled; its process group was stopped",
-            argv=shown, exit_code=exit_code, tail=result.tail, hint=hint,
+            argv=shown,
+            exit_code=exit_code,
+            tail=result.tail,
+            hint=hint,
         )
     if check and exit_code not in ok_codes:
         raise error(f"{label} failed", argv=shown, exit_code=exit_code, tail=result.tail, hint=hint)
@@ -228,7 +235,11 @@ def stop_group(
         pgid = os.getpgid(proc.pid)
     except ProcessLookupError:
         return
-    for sig, wait in ((signal.SIGINT, grace.interrupt), (signal.SIGTERM, grace.terminate), (signal.SIGKILL, 5.0)):
+    for sig, wait in (
+        (signal.SIGINT, grace.interrupt),
+        (signal.SIGTERM, grace.terminate),
+        (signal.SIGKILL, 5.0),
+    ):
         if not _signal_group(pgid, sig):
             break
         log.info("sent %s to process group %d", sig.name, pgid)

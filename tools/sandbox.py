@@ -202,21 +202,32 @@ def ensure_docker(state: State) -> str:
             return host
     dockerd = shutil.which("dockerd")
     if not dockerd:
-        raise ToolMissing("no Docker engine is reachable and dockerd is not installed", hint="run scripts/setup")
+        raise ToolMissing(
+            "no Docker engine is reachable and dockerd is not installed", hint="run scripts/setup"
+        )
     if os.geteuid() != 0:
-        raise ToolMissing("no Docker engine is reachable; starting one needs root", hint="start Docker, or set DOCKER_HOST")
+        raise ToolMissing(
+            "no Docker engine is reachable; starting one needs root", hint="start Docker, or set DOCKER_HOST"
+        )
     sock = root / "docker.sock"
     if len(str(sock)) > 100:
-        raise ToolError(f"state directory path too long for a unix socket: {sock}", hint="set DEVOPS_SANDBOX_DIR")
+        raise ToolError(
+            f"state directory path too long for a unix socket: {sock}", hint="set DEVOPS_SANDBOX_DIR"
+        )
     for stale in (sock, root / "docker.pid"):
         stale.unlink(missing_ok=True)
     argv = [
         dockerd,
-        "--data-root", str(root / "docker"),
-        "--exec-root", str(root / "docker-exec"),
-        "--pidfile", str(root / "docker.pid"),
-        "-H", f"unix://{sock}",
-        "--storage-driver", os.environ.get("DEVOPS_DOCKER_STORAGE_DRIVER", "overlay2"),
+        "--data-root",
+        str(root / "docker"),
+        "--exec-root",
+        str(root / "docker-exec"),
+        "--pidfile",
+        str(root / "docker.pid"),
+        "-H",
+        f"unix://{sock}",
+        "--storage-driver",
+        os.environ.get("DEVOPS_DOCKER_STORAGE_DRIVER", "overlay2"),
     ]
     log("docker: starting dockerd " + " ".join(argv[1:]))
     pid = spawn(argv, root / "logs" / "dockerd.log")
@@ -237,8 +248,16 @@ def ensure_base_image(host: str) -> None:
         pass
     busybox = Path("/bin/busybox")
     if not busybox.exists() or not _is_static(busybox):
-        raise ToolMissing("a static busybox (/bin/busybox) is needed for the base image", hint="apt-get install busybox-static")
-    dockerfile = b'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\nCMD ["sh"]\n'
+        raise ToolMissing(
+            "a static busybox (/bin/busybox) is needed for the base image",
+            hint="apt-get install busybox-static",
+        )
+    dockerfile = (
+        b"FROM scratch\n"
+        b"COPY busybox /bin/busybox\n"
+        b'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        b'CMD ["sh"]\n'
+    )
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -268,7 +287,11 @@ def ensure_registry(state: State, env: dict[str, str]) -> None:
     root = state_dir() / "registry"
     password = env.get("DEVOPS_REGISTRY_PASSWORD") or secrets.token_urlsafe(18)
     port = comp.get("port")
-    if comp.get("started") and pid_alive(comp.get("pid")) and http_status(f"http://127.0.0.1:{port}/v2/") == 401:
+    if (
+        comp.get("started")
+        and pid_alive(comp.get("pid"))
+        and http_status(f"http://127.0.0.1:{port}/v2/") == 401
+    ):
         log(f"registry: reusing 127.0.0.1:{port}")
     else:
         exe = shutil.which("docker-registry")
@@ -285,7 +308,9 @@ def ensure_registry(state: State, env: dict[str, str]) -> None:
         config.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n"
-            "storage:\n  filesystem:\n    rootdirectory: " + str(root / "data") + "\n  delete:\n    enabled: true\n"
+            "storage:\n  filesystem:\n    rootdirectory: "
+            + str(root / "data")
+            + "\n  delete:\n    enabled: true\n"
             "http:\n  addr: 127.0.0.1:" + str(port) + "\n  secret: " + secrets.token_hex(16) + "\n"
             "auth:\n  htpasswd:\n    realm: devops-flows\n    path: " + str(htpasswd) + "\n"
         )
@@ -316,7 +341,11 @@ def _htpasswd_line(password: str) -> str:
 def ensure_moto(state: State, env: dict[str, str]) -> None:
     comp = state.component("moto")
     port = comp.get("port")
-    if comp.get("started") and pid_alive(comp.get("pid")) and http_status(f"http://127.0.0.1:{port}/moto-api/") == 200:
+    if (
+        comp.get("started")
+        and pid_alive(comp.get("pid"))
+        and http_status(f"http://127.0.0.1:{port}/moto-api/") == 200
+    ):
         log(f"moto: reusing 127.0.0.1:{port}")
     else:
         exe = venv_bin("moto_server")
@@ -339,7 +368,11 @@ def ensure_moto(state: State, env: dict[str, str]) -> None:
     import boto3
 
     s3 = boto3.client(
-        "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     names = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
     if STATE_BUCKET not in names:
@@ -350,14 +383,34 @@ def find_provider_mirror() -> Path | None:
     """A directory holding `registry.terraform.io/...` providers, discovered (not hard-coded)."""
     if os.environ.get("DEVOPS_TF_PROVIDER_MIRROR"):
         return Path(os.environ["DEVOPS_TF_PROVIDER_MIRROR"])
-    roots = [Path.home() / ".terraform.d" / "plugins", Path("/usr/share/terraform/plugins"), Path("/usr/local/share/terraform/plugins")]
+    roots = [
+        Path.home() / ".terraform.d" / "plugins",
+        Path("/usr/share/terraform/plugins"),
+        Path("/usr/local/share/terraform/plugins"),
+    ]
     for root in roots:
         if (root / "registry.terraform.io").is_dir():
             return root
     out = subprocess.run(  # noqa: S603
-        ["find", "/", "-maxdepth", "4", "-type", "d", "-name", "registry.terraform.io",
-         "-not", "-path", "/proc/*", "-not", "-path", str(state_dir()) + "/*"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "find",
+            "/",
+            "-maxdepth",
+            "4",
+            "-type",
+            "d",
+            "-name",
+            "registry.terraform.io",
+            "-not",
+            "-path",
+            "/proc/*",
+            "-not",
+            "-path",
+            str(state_dir()) + "/*",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     for line in out.stdout.splitlines():
         candidate = Path(line).parent
@@ -375,7 +428,8 @@ def ensure_terraform_config(env: dict[str, str]) -> None:
         body = (
             f'plugin_cache_dir = "{cache}"\n'
             "provider_installation {\n"
-            f'  filesystem_mirror {{\n    path    = "{mirror}"\n    include = ["registry.terraform.io/*/*"]\n  }}\n'
+            f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
+            '    include = ["registry.terraform.io/*/*"]\n  }\n'
             '  direct {\n    exclude = ["registry.terraform.io/*/*"]\n  }\n'
             "}\n"
         )
@@ -403,7 +457,9 @@ def check_tools() -> dict[str, str]:
         if version is None:
             problems.append(f"{name} is missing ({how})")
         elif version[: len(minimum)] < minimum:
-            problems.append(f"{name} {'.'.join(map(str, version))} is older than {'.'.join(map(str, minimum))} ({how})")
+            problems.append(
+                f"{name} {'.'.join(map(str, version))} is older than {'.'.join(map(str, minimum))} ({how})"
+            )
         else:
             found[name] = ".".join(map(str, version))
     if problems:
@@ -468,7 +524,9 @@ def status() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sandbox", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,11 @@ from tests.conftest import REPO
 def test_block_register_module(prefect_server: str) -> None:
     out = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env=os.environ,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "devops-flows App Secrets" in out.stdout or "Successfully registered" in out.stdout
@@ -23,7 +27,11 @@ def test_bootstrap_twice_prints_names_never_values(prefect_server: str, sandbox_
 
     for _ in range(2):
         out = subprocess.run(  # noqa: S603
-            [sys.executable, "-m", "blocks.bootstrap"], cwd=REPO, capture_output=True, text=True, timeout=120,
+            [sys.executable, "-m", "blocks.bootstrap"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
             env=os.environ,
         )
         assert out.returncode == 0, out.stderr

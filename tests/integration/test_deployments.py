@@ -22,7 +22,11 @@ def deployed(prefect_server: str, blocks: list[str]) -> dict:
     ensure_work_pools()
     out = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     from prefect.client.orchestration import get_client
@@ -45,8 +49,13 @@ def test_every_declared_deployment_reads_back_as_declared(deployed: dict) -> Non
         crons = sorted((s.schedule.cron, s.schedule.timezone) for s in dep.schedules)
         assert crons == sorted((s.cron, s.timezone) for s in decl.schedules)
         if decl.concurrency_limit:
-            assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == decl.concurrency_limit.limit
-            assert dep.concurrency_options.collision_strategy.value == decl.concurrency_limit.collision_strategy
+            assert (
+                dep.global_concurrency_limit is not None
+                and dep.global_concurrency_limit.limit == decl.concurrency_limit.limit
+            )
+            assert (
+                dep.concurrency_options.collision_strategy.value == decl.concurrency_limit.collision_strategy
+            )
         else:
             assert dep.global_concurrency_limit is None
 
@@ -62,8 +71,12 @@ def test_parameter_forms_are_typed(deployed: dict) -> None:
             if ref:
                 target = defs[ref.rsplit("/", 1)[-1]]
             if target.get("type") == "object":
-                assert target.get("properties") or target.get("additionalProperties"), f"{name}.{pname} is an untyped object"
-            assert prop.get("description") or target.get("description") or prop.get("title"), f"{name}.{pname}"
+                assert target.get("properties") or target.get("additionalProperties"), (
+                    f"{name}.{pname} is an untyped object"
+                )
+            assert prop.get("description") or target.get("description") or prop.get("title"), (
+                f"{name}.{pname}"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +87,23 @@ def worker_run(deployed: dict):  # noqa: ANN201 - FlowRun
 
     run = run_deployment("prune-images/prune-images", timeout=0)
     worker = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", "devops-process", "--run-once", "--type", "process"],
-        cwd=REPO, env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            "devops-process",
+            "--run-once",
+            "--type",
+            "process",
+        ],
+        cwd=REPO,
+        env=os.environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         end = time.monotonic() + 240
@@ -98,9 +126,17 @@ def test_a_deployment_run_by_a_real_worker_completes(worker_run) -> None:  # noq
 
 
 CHROMIUM = [
-    "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--virtual-time-budget=30000", "--window-size=1400,1000",
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=30000",
+    "--window-size=1400,1000",
 ]
 
 
@@ -128,9 +164,13 @@ def test_ui_renders_deployments_and_an_artifact(prefect_server: str, worker_run,
     for decl in load().deployments:
         assert decl.name in page, f"{decl.name} is not on the rendered deployments page"
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+        )
     assert artifacts, "the worker's run produced no artifact"
     artifact = artifacts[0]
-    page = render(f"{ui}/artifacts/artifact/{artifact.id}", str(tmp_path / "chromium"), str(shots / "artifact.png"))
+    page = render(
+        f"{ui}/artifacts/artifact/{artifact.id}", str(tmp_path / "chromium"), str(shots / "artifact.png")
+    )
     key_text = next(line for line in str(artifact.data).splitlines() if line.strip("#|- ").strip())
     assert key_text.strip("#|- ").split("|")[0].strip() in page

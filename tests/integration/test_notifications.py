@@ -56,7 +56,9 @@ def test_failed_deployment_run_notifies_the_webhook(prefect_server: str, receive
     name = f"notify-{uuid.uuid4().hex[:8]}"
     served = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "tests.integration.flows_for_tests", name, "fails"],
-        cwd=REPO, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, start_new_session=True,
+        cwd=REPO,
+        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        start_new_session=True,
     )
     try:
         run = None

@@ -96,7 +96,9 @@ def test_secret_is_in_no_process_argv_while_it_runs(tmp_path: Path) -> None:
                     except OSError:
                         pass
 
-    process.run(["sh", "-c", 'echo ready; sleep 0.3; test -n "$TOKEN"'], secret_env={"TOKEN": SECRET}, on_line=sample)
+    process.run(
+        ["sh", "-c", 'echo ready; sleep 0.3; test -n "$TOKEN"'], secret_env={"TOKEN": SECRET}, on_line=sample
+    )
     assert seen and not [c for c in seen if SECRET in c]
 
 
@@ -128,14 +130,18 @@ def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(prefect_server: s
     name = f"cancel-{uuid.uuid4().hex[:8]}"
     server = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "tests.integration.flows_for_tests", name],
-        cwd=REPO, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}, start_new_session=True,
+        cwd=REPO,
+        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        start_new_session=True,
     )
     try:
         run = None
         end = time.monotonic() + 90
         while run is None and time.monotonic() < end:
             try:
-                run = run_deployment(f"process-tree/{name}", parameters={"marker_dir": str(tmp_path)}, timeout=0)
+                run = run_deployment(
+                    f"process-tree/{name}", parameters={"marker_dir": str(tmp_path)}, timeout=0
+                )
             except Exception:  # noqa: BLE001 - the deployment is not registered yet
                 time.sleep(1)
         assert run is not None, "the served deployment never appeared"

@@ -17,7 +17,12 @@ from tools.settings import load_env
 def sandbox(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(state)}
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "tools.sandbox", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "tools.sandbox", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -53,7 +58,12 @@ def test_up_status_reuse_down(tmp_path: Path, sandbox_env: dict[str, str]) -> No
 def test_missing_tool_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(tmp_path), "PATH": "/nonexistent"}
     out = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "tools.sandbox", "up"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tools.sandbox", "up"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2
     assert "packer is missing" in out.stderr and "terraform is missing" in out.stderr

@@ -9,8 +9,16 @@ from pydantic import ValidationError
 from deployments.declarations import PREFECT_YAML, PrefectYaml, load
 
 EXPECTED = {
-    "devops-packer-xwiki", "devops-refresh-servers", "detect-drift", "release", "build-app", "publish-image",
-    "deploy-app", "bake-image", "apply-stack", "prune-images",
+    "devops-packer-xwiki",
+    "devops-refresh-servers",
+    "detect-drift",
+    "release",
+    "build-app",
+    "publish-image",
+    "deploy-app",
+    "bake-image",
+    "apply-stack",
+    "prune-images",
 }
 
 

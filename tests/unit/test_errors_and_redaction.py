@@ -17,7 +17,9 @@ from tools.redact import MASK, RedactingFilter, redact, redact_argv, register_se
 
 
 def test_tool_error_renders_command_exit_code_hint_and_tail() -> None:
-    err = TerraformError("terraform plan failed", argv=["terraform", "plan"], exit_code=1, tail=["a", "b"], hint="run init")
+    err = TerraformError(
+        "terraform plan failed", argv=["terraform", "plan"], exit_code=1, tail=["a", "b"], hint="run init"
+    )
     text = str(err)
     assert text.splitlines()[0] == "terraform plan failed"
     assert "command: terraform plan" in text and "exit code: 1" in text and "hint: run init" in text
