@@ -34,7 +34,7 @@ DEFAULT_BASE_IMAGE = "devops-flows/busybox:1"
 # --- parameter models -----------------------------------------------------------------------------------
 def _check_env(env: dict[str, str], what: str) -> None:
     for name in env:
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise InvalidInput(
                 f"{what}: environment variable name {name!r} must match [A-Za-z_][A-Za-z0-9_]*"
             )
@@ -108,11 +108,11 @@ class BuildParams(BaseModel):
             raise InvalidInput("build_command must not be empty")
         if not 0 < self.cpus <= 64:
             raise InvalidInput(f"cpus must be in (0, 64], got {self.cpus}")
-        if not re.match(r"^[0-9]+[bkmg]?$", self.memory.lower()):
+        if not re.fullmatch(r"[0-9]+[bkmg]?", self.memory.lower()):
             raise InvalidInput(f"memory {self.memory!r} must look like 512m or 2g")
         if self.timeout_seconds < 1:
             raise InvalidInput("timeout_seconds must be >= 1")
-        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$", self.cache_volume):
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", self.cache_volume):
             raise InvalidInput(
                 f"cache_volume {self.cache_volume!r} must be a volume name [a-zA-Z0-9][a-zA-Z0-9_.-]*"
             )
@@ -188,7 +188,7 @@ class PortMapping(BaseModel):
         for label, port in (("container_port", self.container_port), ("host_port", self.host_port)):
             if not 1 <= port <= 65535:
                 raise InvalidInput(f"{label} {port} is out of range: ports are 1-65535")
-        if not re.match(r"^[0-9a-fA-F.:]+$", self.host_ip):
+        if not re.fullmatch(r"[0-9a-fA-F.:]+", self.host_ip):
             raise InvalidInput(f"host_ip {self.host_ip!r} must be an IP address")
 
     def docker_key(self) -> str:
@@ -258,8 +258,11 @@ class DeployParams(BaseModel):
     )
 
     def check(self) -> None:
-        if not _CONTAINER_NAME.match(self.app_name):
-            raise InvalidInput(f"app_name {self.app_name!r} must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+        if not _CONTAINER_NAME.fullmatch(self.app_name) or ".." in self.app_name:
+            raise InvalidInput(
+                f"app_name {self.app_name!r} must be 1-128 of [a-zA-Z0-9_.-], starting with a letter or "
+                "digit, without '..'"
+            )
         engine.split_reference(self.image_reference)
         for port in self.ports:
             port.check()

@@ -247,9 +247,9 @@ def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tup
     inventory = resolve_path(spec.inventory, "inventory", project_dir)
     if spec.forks < 1 or spec.forks > 100:
         raise InvalidInput(f"forks must be between 1 and 100, got {spec.forks}")
-    if spec.tags is not None and not TAGS_PATTERN.match(spec.tags):
+    if spec.tags is not None and not TAGS_PATTERN.fullmatch(spec.tags):
         raise InvalidInput(f"tags must be comma-separated names (letters, digits, _ . -), got {spec.tags!r}")
-    if spec.limit is not None and (not spec.limit.strip() or not LIMIT_PATTERN.match(spec.limit)):
+    if spec.limit is not None and (not spec.limit.strip() or not LIMIT_PATTERN.fullmatch(spec.limit)):
         raise InvalidInput(
             f"limit must be an Ansible host pattern without spaces or shell characters, got {spec.limit!r}"
         )

@@ -64,8 +64,8 @@ def validate_repository(repository: str) -> str:
     if (
         not repository
         or len(repository) > 255
-        or (has_host and not re.match(rf"^{_HOST}$", first))
-        or not _PATH_RE.match(path)
+        or (has_host and not re.fullmatch(_HOST, first))
+        or not _PATH_RE.fullmatch(path)
     ):
         raise InvalidInput(
             f"image repository {repository!r} is invalid: lowercase path components [a-z0-9] separated by "
@@ -82,7 +82,7 @@ def validate_image_path(path: str) -> str:
             f"image repository {path!r} names a registry host; give the path only (e.g. 'hire-help'), "
             "the registry comes from the registry credentials block"
         )
-    if not path or not _PATH_RE.match(path):
+    if not path or not _PATH_RE.fullmatch(path):
         raise InvalidInput(
             f"image repository {path!r} is invalid: lowercase components [a-z0-9._-] joined by '/'"
         )
@@ -90,7 +90,7 @@ def validate_image_path(path: str) -> str:
 
 
 def validate_tag(tag: str) -> str:
-    if not _TAG_RE.match(tag or ""):
+    if not _TAG_RE.fullmatch(tag or ""):
         raise InvalidInput(
             f"image tag {tag!r} is invalid: 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'"
         )
@@ -98,7 +98,7 @@ def validate_tag(tag: str) -> str:
 
 
 def validate_digest(digest: str) -> str:
-    if not _DIGEST_RE.match(digest or ""):
+    if not _DIGEST_RE.fullmatch(digest or ""):
         raise InvalidInput(f"image digest {digest!r} is invalid: expected sha256:<64 hex digits>")
     return digest
 

@@ -63,7 +63,7 @@ def parse_version(text: str, source: str = "build.sbt") -> str:
             f"{source}: {len(found)} version settings ({', '.join(found)}); expected exactly one"
         )
     version = found[0]
-    if not _SAFE_PART.match(version) or ".." in version:
+    if not _SAFE_PART.fullmatch(version) or ".." in version:
         raise InvalidInput(f"{source}: version {version!r} must match [A-Za-z0-9][A-Za-z0-9._+-]* (no '..')")
     return version
 
@@ -74,7 +74,7 @@ def parse_name(text: str, default: str, source: str = "build.sbt") -> str:
     name = found[0] if len(found) == 1 else default
     if len(found) > 1:
         raise InvalidInput(f"{source}: {len(found)} name settings; expected at most one")
-    if not _SAFE_PART.match(name) or ".." in name:
+    if not _SAFE_PART.fullmatch(name) or ".." in name:
         raise InvalidInput(f"{source}: project name {name!r} must match [A-Za-z0-9][A-Za-z0-9._+-]*")
     return name
 

@@ -34,7 +34,7 @@ def test_the_article_schedules() -> None:
     by_name = {d.name: d for d in load().deployments}
     xwiki = by_name["devops-packer-xwiki"]
     assert [s.cron for s in xwiki.schedules] == ["0 */2 * * *"]
-    assert xwiki.parameters == {"host": "xwiki"}
+    assert xwiki.parameters["request"]["bake"]["host"] == "xwiki"
     assert all(s.timezone == "UTC" for d in by_name.values() for s in d.schedules)
     assert by_name["devops-refresh-servers"].schedules and by_name["detect-drift"].schedules
     assert all(d.enforce_parameter_schema for d in by_name.values())

@@ -1,0 +1,37 @@
+"""Several bakes in one flow run: fanned out with `.submit()` on a ThreadPoolTaskRunner, or one after
+the other (the serial baseline of comparison 3). Each bake is the bake-image steps (`flows.bake.bake`:
+plan-bake, resolve-source-ami, find-baked-image, packer-bake) wrapped in one task.
+
+bake-image only accepts host var files from infra/packer/vars/host (xwiki, jenkins), so the bench bakes
+those hosts with distinct `environment` values: distinct content hashes, so every bake really runs.
+Bakes of one host share its AMI name; Packer's force_deregister makes the latest one win the name (moto
+keeps each image id), which is the same in both variants.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from blocks import AWS_BLOCK
+from flows.bake import BakeSpec, bake
+from tasks.packer import BakeResult
+
+
+@task(name="bake-one", cache_policy=NO_CACHE, task_run_name="bake-one {spec.host} {spec.environment}")
+def bake_one(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
+    return bake(spec, aws_block)
+
+
+@flow(name="bench-bake-fanout", task_runner=ThreadPoolTaskRunner(max_workers=8), log_prints=True)
+def bake_fanout(specs: list[BakeSpec], aws_block: str = AWS_BLOCK) -> list[BakeResult]:
+    """Every bake submitted at once; results in the order given."""
+    futures = [bake_one.submit(spec, aws_block) for spec in specs]
+    return [f.result() for f in futures]
+
+
+@flow(name="bench-bake-serial", log_prints=True)
+def bake_serial(specs: list[BakeSpec], aws_block: str = AWS_BLOCK) -> list[BakeResult]:
+    """The same bakes one after the other."""
+    return [bake_one(spec, aws_block) for spec in specs]

@@ -1,0 +1,153 @@
+"""The bench's private services: its own moto server (AWS), its own Prefect server, its own blocks.
+
+Nothing the bench creates is visible to the tests running next to it: AMIs (Packer's force_deregister
+replaces AMIs by name), launch templates and Terraform state live in a private moto; flow runs, blocks and
+concurrency limits live in a private Prefect server. The Docker engine and the registry are the sandbox's
+(shared): the bench names its containers, images and volumes `bench-<id>` and removes them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools.settings import REPO_ROOT, load_env
+
+BENCH_LABEL = "devops-flows.bench"
+STATE_BUCKET = "devops-flows-bench-tfstate"
+TF_BACKEND_BLOCK = "bench-tf-backend"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    end = time.monotonic() + seconds
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            with opener.open(url, timeout=3):
+                return
+        except OSError:
+            time.sleep(0.3)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f}s\n{tail}")
+
+
+def stop_group(proc: subprocess.Popen, seconds: float = 20) -> None:
+    """SIGTERM the process group we started, SIGKILL it after `seconds`."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=seconds)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Services:
+    """Private moto + Prefect server; `env` is what every bench child process gets."""
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="devops-flows-bench-")))
+    env: dict[str, str] = field(default_factory=dict)
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(  # noqa: S603 - argv list
+            argv,
+            cwd=REPO_ROOT,
+            env={**os.environ, **self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> Services:
+        sandbox = load_env()
+        if not sandbox:
+            raise SystemExit("bench: the sandbox is not up (scripts/sandbox up)")
+        moto_port, prefect_port = free_port(), free_port()
+        moto = str(Path(sys.executable).with_name("moto_server"))
+        self.env = {
+            **sandbox,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts any key
+            "AWS_DEFAULT_REGION": sandbox.get("AWS_DEFAULT_REGION", "eu-central-1"),
+            "DEVOPS_TF_STATE_BUCKET": STATE_BUCKET,
+            "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",
+            "PREFECT_HOME": str(self.home / "prefect"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        os.environ.update(self.env)  # this process talks to the same private services
+        p_moto = self.spawn([moto, "-H", "127.0.0.1", "-p", str(moto_port)], "moto")
+        p_prefect = self.spawn(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
+             str(prefect_port)],
+            "prefect-server",
+        )
+        wait_http(f"{self.env['AWS_ENDPOINT_URL']}/moto-api/", 90, p_moto, self.home / "moto.log")
+        self._bucket()
+        wait_http(f"{self.env['PREFECT_API_URL']}/health", 180, p_prefect, self.home / "prefect-server.log")
+        self._blocks()
+        return self
+
+    def _bucket(self) -> None:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
+                          region_name=self.env["AWS_DEFAULT_REGION"])
+        s3.create_bucket(
+            Bucket=STATE_BUCKET,
+            CreateBucketConfiguration={"LocationConstraint": self.env["AWS_DEFAULT_REGION"]},
+        )
+
+    def _blocks(self) -> None:
+        from blocks import TerraformBackend
+        from blocks.bootstrap import bootstrap
+
+        bootstrap(dict(os.environ))
+        TerraformBackend(
+            bucket=STATE_BUCKET,
+            region=self.env["AWS_DEFAULT_REGION"],
+            key_prefix=f"bench/{self.run_id}/",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            lock_timeout_seconds=30,
+        ).save(TF_BACKEND_BLOCK, overwrite=True)
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            stop_group(proc)
+        self.procs.clear()
+        shutil.rmtree(self.home, ignore_errors=True)
