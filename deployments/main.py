@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 from tools.sandbox import pid_alive, spawn, stop_pid
-from tools.settings import REPO_ROOT, state_dir
+from tools.settings import REPO_ROOT, apply_env, state_dir
 
 HOST, PORT = "127.0.0.1", int(os.environ.get("DEVOPS_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
@@ -89,6 +89,7 @@ def first_runs() -> None:
 
 
 def start() -> int:
+    apply_env(override=True)  # the served flows find the sandbox's engine and Terraform config
     os.environ["PREFECT_API_URL"] = API
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.chdir(REPO_ROOT)

@@ -61,7 +61,7 @@ def sandbox_env() -> dict[str, str]:
     env = load_env()
     if not env:
         pytest.fail("the sandbox is not up: run scripts/sandbox up (scripts/test does it)")
-    apply_env(env)
+    apply_env(env, override=True)
     return env
 
 

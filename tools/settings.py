@@ -48,9 +48,15 @@ def write_env(values: dict[str, str], path: Path | None = None) -> Path:
     return path
 
 
-def apply_env(values: dict[str, str] | None = None) -> dict[str, str]:
-    """Export the sandbox values into os.environ (without overriding what the user set)."""
+def apply_env(values: dict[str, str] | None = None, override: bool = False) -> dict[str, str]:
+    """Export the sandbox values into os.environ; what the user set wins unless `override`.
+
+    Tests and the main job override: this machine may export e.g. a TF_CLI_CONFIG_FILE that does not
+    exist, and the sandbox's own endpoints must win there."""
     values = load_env() if values is None else values
     for key, value in values.items():
-        os.environ.setdefault(key, value)
+        if override:
+            os.environ[key] = value
+        else:
+            os.environ.setdefault(key, value)
     return values

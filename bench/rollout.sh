@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The bash side of comparison 1: the devops-packer-xwiki Jenkins job as a plain script, running the same
+# packer and terraform commands as the ami-rollout flow, with the same inputs, and no orchestration:
+#   packer validate + build (layered var files), terraform init / plan -out / show -json / apply / output.
+# Inputs (environment): REPO, TEMPLATE (the template without provisioners: communicator none, as the flow
+# derives it), ENV_TAG, NAME (stack variable), STATE_KEY, DEVOPS_TF_STATE_BUCKET, AWS_ENDPOINT_URL,
+# AWS_DEFAULT_REGION, AWS credentials, TF_CLI_CONFIG_FILE. Prints BENCH_AMI=<id> at the end.
+set -euo pipefail
+: "${REPO:?}" "${TEMPLATE:?}" "${ENV_TAG:?}" "${NAME:?}" "${STATE_KEY:?}" "${AWS_ENDPOINT_URL:?}"
+P="$REPO/infra/packer"
+work=$(mktemp -d /tmp/devops-bench-bash-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+export PACKER_NO_COLOR=1 CHECKPOINT_DISABLE=1 AWS_REGION="$AWS_DEFAULT_REGION"
+vars=(
+  "-var-file=$P/vars/common.json" "-var-file=$P/vars/os/ubuntu-18.04.json" "-var-file=$P/vars/mode/build.json"
+  "-var-file=$P/vars/host/xwiki.json" "-var-file=$P/vars/sandbox.json"
+  -var mode=build -var "environment=$ENV_TAG" -var "ec2_endpoint=$AWS_ENDPOINT_URL"
+  -var "region=$AWS_DEFAULT_REGION" -var "content_hash=$ENV_TAG" -var "git_commit=$(git -C "$REPO" rev-parse HEAD)"
+)
+cd "$P"
+packer validate "${vars[@]}" "$TEMPLATE"
+packer build -machine-readable -color=false "${vars[@]}" "$TEMPLATE" > "$work/packer.log"
+ami=$(awk -F, '$3 == "artifact" && $5 == "id" { n = split($6, a, ":"); print a[n] }' "$work/packer.log")
+[ -n "$ami" ] || { tail -40 "$work/packer.log"; exit 1; }
+
+cp -r "$REPO/infra/terraform" "$work/terraform"
+find "$work/terraform" -name .terraform -prune -exec rm -rf {} + -o -name '*.tfstate*' -exec rm -f {} +
+cd "$work/terraform/scalac/internal-prod/xwiki"
+export TF_IN_AUTOMATION=1 TF_INPUT=0 TF_VAR_aws_region="$AWS_DEFAULT_REGION" TF_VAR_aws_endpoint="$AWS_ENDPOINT_URL"
+export TF_VAR_ami_id="$ami" TF_VAR_name="$NAME"
+terraform init -input=false -no-color -reconfigure -lock-timeout=30s \
+  -backend-config="bucket=$DEVOPS_TF_STATE_BUCKET" -backend-config="key=$STATE_KEY" \
+  -backend-config="region=$AWS_DEFAULT_REGION" -backend-config=use_lockfile=true -backend-config=encrypt=true \
+  -backend-config="endpoints={s3=\"$AWS_ENDPOINT_URL\"}" -backend-config=use_path_style=true \
+  -backend-config=skip_credentials_validation=true -backend-config=skip_requesting_account_id=true \
+  -backend-config=skip_region_validation=true -backend-config=skip_metadata_api_check=true \
+  -backend-config=skip_s3_checksum=true
+rc=0
+terraform plan -input=false -no-color -detailed-exitcode -out=devops.tfplan -lock-timeout=30s || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 2 ] || exit "$rc"
+terraform show -no-color -json devops.tfplan > "$work/plan.json"
+if [ "$rc" = 2 ]; then
+  terraform apply -input=false -no-color -lock-timeout=30s devops.tfplan
+fi
+terraform output -no-color -json > "$work/outputs.json"
+echo "BENCH_AMI=$ami"

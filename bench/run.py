@@ -1,0 +1,622 @@
+"""The benchmark: our flows against plain bash (the article's jobs), on the sandbox.  `scripts/bench`
+
+    scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory]
+
+Every flow run starts in a fresh Python process (`bench.flowrun`), as a served deployment runs it, so
+the figures include interpreter start, Prefect import and its API calls. The two sides of a comparison
+run in the same invocation, interleaved (A B A B ...); the table gives median, min and max per figure and
+the ratio of medians against its target. `--quick` (CI) runs 1 repetition at the smallest sizes and only
+proves the bench runs: its figures are not meant to meet the targets.
+
+Private services (bench.services): its own moto server and Prefect server; containers, images, volumes
+on the shared engine are named `bench-<id>` and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.services import BENCH_LABEL, TF_BACKEND_BLOCK, Services
+from tools.settings import INFRA_DIR, REPO_ROOT
+
+COMPARISONS = ("rollout", "fanout", "refresh", "release", "memory")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+STACK = "scalac/internal-prod/xwiki"
+
+
+# --- figures and the table ------------------------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    comparison: str
+    name: str
+    samples: list[float] = field(default_factory=list)
+    unit: str = "s"
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+
+@dataclass
+class Ratio:
+    comparison: str
+    name: str
+    numerator: Figure
+    denominator: Figure
+    target: float
+    at_most: bool = True  # ratio <= target; else ratio >= target
+
+    @property
+    def value(self) -> float:
+        d = self.denominator.median
+        return self.numerator.median / d if d and d == d else float("nan")
+
+    @property
+    def passed(self) -> bool:
+        v = self.value
+        return v == v and (v <= self.target if self.at_most else v >= self.target)
+
+
+@dataclass
+class Report:
+    figures: list[Figure] = field(default_factory=list)
+    ratios: list[Ratio] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    phases: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def figure(self, comparison: str, name: str, unit: str = "s") -> Figure:
+        fig = Figure(comparison, name, unit=unit)
+        self.figures.append(fig)
+        return fig
+
+
+def _fmt(value: float, unit: str) -> str:
+    if value != value:
+        return "-"
+    return f"{value:.0f} MiB" if unit == "MiB" else f"{value:.2f} s"
+
+
+def table(report: Report) -> str:
+    rows = ["| Comparison | Figure | n | median | min | max |", "|---|---|---:|---:|---:|---:|"]
+    for f in report.figures:
+        lo, hi = (min(f.samples), max(f.samples)) if f.samples else (float("nan"), float("nan"))
+        rows.append(
+            f"| {f.comparison} | {f.name} | {len(f.samples)} | {_fmt(f.median, f.unit)} "
+            f"| {_fmt(lo, f.unit)} | {_fmt(hi, f.unit)} |"
+        )
+    rows += ["", "| Comparison | Ratio (of medians) | value | target | result |", "|---|---|---:|---:|---|"]
+    for r in report.ratios:
+        op = "<=" if r.at_most else ">="
+        value = "-" if r.value != r.value else f"{r.value:.2f}"
+        rows.append(
+            f"| {r.comparison} | {r.name} | {value} | {op} {r.target:g} | {'pass' if r.passed else 'FAIL'} |"
+        )
+    return "\n".join(rows)
+
+
+# --- machine ---------------------------------------------------------------------------------------
+
+
+def _first_line(argv: list[str]) -> str:
+    exe = shutil.which(argv[0]) or argv[0]
+    try:
+        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
+
+
+def machine() -> list[str]:
+    cpu = "?"
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    mem = "?"
+    try:
+        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    from importlib.metadata import version
+
+    venv = Path(sys.executable).parent
+    docker = "?"
+    try:
+        import docker as docker_sdk
+
+        docker = docker_sdk.DockerClient(base_url=os.environ["DOCKER_HOST"]).version().get("Version", "?")
+    except Exception:  # noqa: BLE001 - informational
+        pass
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem}; load average at start "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"- OS: {platform.platform()}; Python {platform.python_version()}",
+        f"- prefect {version('prefect')}, prefect-docker {version('prefect-docker')}, "
+        f"prefect-aws {version('prefect-aws')}, ansible-core {version('ansible-core')}, "
+        f"ansible-runner {version('ansible-runner')}, moto {version('moto')}",
+        f"- {_first_line(['packer', 'version'])}; {_first_line(['terraform', 'version'])}; "
+        f"Docker engine {docker}; {_first_line([str(venv / 'ansible-playbook'), '--version'])}",
+    ]
+
+
+# --- running things --------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    seconds: float
+    result: dict[str, Any]
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def run_flow(services: Services, kind: str, params: dict[str, Any], timeout: float = 900) -> Run:
+    """One flow run in a fresh process; its wall time and its BENCH_RESULT phases."""
+    start = time.monotonic()
+    proc = subprocess.run(  # noqa: S603 - argv list
+        [sys.executable, "-m", "bench.flowrun", kind, json.dumps(params)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **services.env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    seconds = time.monotonic() - start
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("BENCH_RESULT ")]
+    result = json.loads(lines[-1].split(" ", 1)[1]) if lines else {}
+    if proc.returncode != 0 or not result.get("ok"):
+        detail = result.get("error") or (proc.stdout + proc.stderr)[-3000:]
+        raise BenchError(f"flow {kind} failed (exit {proc.returncode}): {detail}")
+    return Run(seconds, result)
+
+
+def run_bash(services: Services, script: Path, env: dict[str, str], timeout: float = 900) -> Run:
+    start = time.monotonic()
+    proc = subprocess.run(  # noqa: S603 - argv list
+        ["bash", str(script)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **services.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    seconds = time.monotonic() - start
+    if proc.returncode != 0:
+        raise BenchError(f"{script.name} failed (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-3000:]}")
+    found = re.findall(r"^BENCH_AMI=(\S+)$", proc.stdout, re.MULTILINE)
+    return Run(seconds, {"ami": found[-1] if found else None})
+
+
+def tag(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+# --- 1 + 2: AMI rollout: flow vs bash, no-change vs full ------------------------------------------
+
+
+def _phase_table(title: str, runs: list[Run]) -> list[str]:
+    """Median of each phase over `runs`: process, import, flow call, each command, each task run."""
+    def med(values: list[float]) -> str:
+        return f"{statistics.median(values):.2f} s" if values else "-"
+
+    lines = [f"**{title}** (median of {len(runs)})", "", "| Phase | median |", "|---|---:|"]
+    lines.append(f"| whole process (wall) | {med([r.seconds for r in runs])} |")
+    lines.append(f"| interpreter + Prefect + flow import | {med([r.result['import'] for r in runs])} |")
+    lines.append(f"| flow call (engine, API, tasks) | {med([r.result['flow'] for r in runs])} |")
+    lines.append(
+        "| process start/exit (wall - import - flow) | "
+        f"{med([r.seconds - r.result['import'] - r.result['flow'] for r in runs])} |"
+    )
+    commands = sorted({c for r in runs for c in r.result.get("commands", {})})
+    for name in commands:
+        lines.append(f"| command: {name} | {med([sum(r.result['commands'].get(name, [0])) for r in runs])} |")
+    tool_total = [sum(sum(v) for v in r.result.get("commands", {}).values()) for r in runs]
+    lines.append(f"| all commands | {med(tool_total)} |")
+    lines.append(
+        "| flow call minus commands (Prefect engine, API calls, boto3) | "
+        f"{med([r.result['flow'] - t for r, t in zip(runs, tool_total, strict=True)])} |"
+    )
+    tasks = sorted({t for r in runs for t in r.result.get("tasks", {})})
+    for name in tasks:
+        lines.append(f"| task run: {name} | {med([sum(r.result['tasks'].get(name, [0])) for r in runs])} |")
+    return [*lines, ""]
+
+
+def compare_rollout(services: Services, report: Report, reps: int, quick: bool) -> None:
+    """1: full rollout, flow vs bash. 2: no-change rollout (same bake inputs right after) vs full."""
+    template = services.home / "packer_template.no-provisioners.json"
+    data = json.loads((INFRA_DIR / "packer" / "packer_template.json").read_text())
+    data.pop("provisioners", None)
+    template.write_text(json.dumps(data, indent=2))
+    flow_name, bash_name = f"bench-flow-{services.run_id}", f"bench-bash-{services.run_id}"
+    bash_env = {
+        "REPO": str(REPO_ROOT),
+        "TEMPLATE": str(template),
+        "NAME": bash_name,
+        "STATE_KEY": f"bench/{services.run_id}/bash/terraform.tfstate",
+    }
+    script = REPO_ROOT / "bench" / "rollout.sh"
+
+    def flow_params(env_tag: str) -> dict[str, Any]:
+        return {
+            "request": {"bake": {"host": "xwiki", "environment": env_tag}, "stack": STACK,
+                        "variables": {"name": flow_name}},
+            "backend_block": TF_BACKEND_BLOCK,
+        }
+
+    if not quick:  # the stacks exist before the timed runs: every timed full rollout is an update
+        run_flow(services, "rollout", flow_params(tag("warm")))
+        run_bash(services, script, {**bash_env, "ENV_TAG": tag("warm")})
+    full = report.figure("1 full AMI rollout", "ami-rollout flow (bake + apply)")
+    bash = report.figure("1 full AMI rollout", "bash script, same packer/terraform commands")
+    same = report.figure("2 no-change rollout", "ami-rollout flow, hash hit + empty plan")
+    full_runs, same_runs = [], []
+    for _ in range(reps):
+        env_tag = tag("full")
+        run = run_flow(services, "rollout", flow_params(env_tag))
+        if run.result.get("reused") or not run.result.get("applied"):
+            raise BenchError(f"a full rollout reused its AMI or applied nothing: {run.result}")
+        full.samples.append(run.seconds)
+        full_runs.append(run)
+        again = run_flow(services, "rollout", flow_params(env_tag))
+        if not again.result.get("reused") or again.result.get("applied"):
+            raise BenchError(f"the no-change rollout baked or applied: {again.result}")
+        same.samples.append(again.seconds)
+        same_runs.append(again)
+        bash.samples.append(run_bash(services, script, {**bash_env, "ENV_TAG": tag("bash")}).seconds)
+    report.ratios.append(Ratio("1 full AMI rollout", "flow / bash", full, bash, 1.10))
+    report.ratios.append(Ratio("2 no-change rollout", "no-change / full (flow)", same, full, 0.20))
+    report.phases += ["### Where the time goes: AMI rollout", ""]
+    report.phases += _phase_table("Full rollout (flow)", full_runs)
+    report.phases += _phase_table("No-change rollout (flow)", same_runs)
+
+
+# --- 3: fan-out of bakes ---------------------------------------------------------------------------
+
+
+def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -> None:
+    count = 2 if quick else 4
+    hosts = ["xwiki", "jenkins"]
+
+    def specs(prefix: str) -> dict[str, Any]:
+        return {"specs": [{"host": hosts[i % 2], "environment": tag(f"{prefix}{i}")} for i in range(count)]}
+
+    fan = report.figure("3 fan-out bakes", f"{count} bakes, .submit() on ThreadPoolTaskRunner")
+    ser = report.figure("3 fan-out bakes", f"{count} bakes, one after the other")
+    fan_runs: list[Run] = []
+    for _ in range(reps):
+        run = run_flow(services, "fanout", specs("fan"))
+        fan.samples.append(run.seconds)
+        fan_runs.append(run)
+        ser.samples.append(run_flow(services, "serial", specs("ser")).seconds)
+    report.ratios.append(Ratio("3 fan-out bakes", "speed-up serial / fan-out", ser, fan, 2.5, at_most=False))
+    inner_fan = report.figure("3 fan-out bakes", "fan-out: flow call only (no process start/import)")
+    inner_fan.samples = [r.result["flow"] for r in fan_runs]
+    report.notes.append(
+        "3: bake-image only accepts the host var files of infra/packer/vars/host (xwiki, jenkins) and a fixed "
+        "packer dir, so the bench bakes those two hosts with distinct `environment` values (distinct content "
+        "hashes: every bake runs Packer)."
+    )
+
+
+# --- 4: refresh-servers, N hosts vs 1 --------------------------------------------------------------
+
+
+def _inventory(services: Services, hosts: int) -> Path:
+    root = services.home / "targets"
+    lines = ["[internal]"]
+    for i in range(1, hosts + 1):
+        lines.append(
+            f'bench{i} ansible_connection=local ansible_python_interpreter="{{{{ ansible_playbook_python }}}}" '
+            f"target_root={root}/bench{i}"
+        )
+    lines += ["", "[docker_hosts]", ""]
+    path = services.home / f"inventory-{hosts}.ini"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def compare_refresh(services: Services, report: Report, reps: int, quick: bool) -> None:
+    hosts = 2 if quick else 8
+
+    def params(n: int) -> dict[str, Any]:
+        return {"target": {"inventory": str(_inventory(services, n)), "forks": max(n, 1)}}
+
+    if not quick:  # first runs write the managed files; the timed runs are steady-state refreshes
+        run_flow(services, "refresh", params(1))
+        run_flow(services, "refresh", params(hosts))
+    one = report.figure("4 refresh-servers", "1 host")
+    many = report.figure("4 refresh-servers", f"{hosts} hosts (forks={hosts})")
+    for _ in range(reps):
+        one.samples.append(run_flow(services, "refresh", params(1)).seconds)
+        run = run_flow(services, "refresh", params(hosts))
+        if run.result.get("hosts") != hosts:
+            raise BenchError(f"refresh of {hosts} hosts recapped {run.result.get('hosts')}")
+        many.samples.append(run.seconds)
+    report.ratios.append(Ratio("4 refresh-servers", f"{hosts} hosts / 1 host", many, one, 2.0))
+    report.notes.append(
+        "4: hosts are local-connection inventory aliases (each its own target_root) running the baseline "
+        "play (base-packages check, sshd drop-in): Ansible forks a worker per host as it would for SSH "
+        "hosts; no SSH handshake is measured."
+    )
+
+
+# --- 5: release, second (warm) vs first (cold) ------------------------------------------------------
+
+
+def compare_release(services: Services, report: Report, reps: int, quick: bool) -> None:
+    import docker
+
+    from tools import docker_engine as engine
+
+    client = docker.DockerClient(base_url=services.env["DOCKER_HOST"], timeout=300)
+    builder = f"devops-flows/sbt-builder:bench-{services.run_id}"
+    engine.build_image(
+        client, INFRA_DIR / "apps" / "builder", "Dockerfile", [builder],
+        buildargs={"BASE_IMAGE": services.env["DEVOPS_BASE_IMAGE"]},
+    )
+    registry = services.env["DEVOPS_REGISTRY"]
+    cold = report.figure("5 release", "first release (cold: no image, no cache volume)")
+    warm = report.figure("5 release", "second release, app unchanged (layer + ivy cache)")
+    from bench.services import free_port
+
+    try:
+        for _ in range(reps):
+            name = f"bench-hh-{uuid.uuid4().hex[:8]}"
+            cache = f"bench-cache-{uuid.uuid4().hex[:8]}"
+            app = services.home / name
+            shutil.copytree(INFRA_DIR / "apps" / "hire-help", app)
+            _remove_bench_images(client, registry)  # cold: no earlier layers to reuse
+            port = free_port()
+            params = {"params": {
+                "app_path": str(app), "app_name": name, "image_repository": f"bench/{name}",
+                "environment": "dev", "builder_image": builder, "cache_volume": cache,
+                "build_timeout_seconds": 300,
+                "ports": [{"container_port": 10000, "host_port": port, "host_ip": "127.0.0.1"}],
+                "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
+                "labels": {BENCH_LABEL: "1"}, "push_retries": 1, "retry_delay_seconds": 0.5,
+            }}
+            cold.samples.append(run_flow(services, "release", params).seconds)
+            warm.samples.append(run_flow(services, "release", params).seconds)
+            _remove_containers(client)
+            for suffix in ("ivy2", "coursier"):
+                try:
+                    client.volumes.get(f"{cache}-{suffix}").remove(force=True)
+                except docker.errors.NotFound:
+                    pass
+    finally:
+        _remove_containers(client)
+        _remove_bench_images(client, registry)
+        try:
+            client.images.remove(builder, force=True)
+        except docker.errors.APIError:
+            pass
+        client.close()
+    report.ratios.append(Ratio("5 release", "second / first", warm, cold, 0.5))
+    report.notes.append(
+        "5: the builder is the stand-in sbt image (busybox + mkzip; no real sbt offline), so 'ivy cache' "
+        "saves nothing measurable; the second release still builds, pushes (layers already in the registry) "
+        "and replaces the container, and waits for its health check."
+    )
+
+
+def _remove_containers(client) -> None:  # noqa: ANN001
+    for container in client.containers.list(all=True, filters={"label": f"{BENCH_LABEL}=1"}):
+        container.remove(force=True)
+
+
+def _remove_bench_images(client, registry: str) -> None:  # noqa: ANN001
+    for image in client.images.list():
+        if any(t.startswith((f"{registry}/bench/", "bench/")) for t in image.tags):
+            try:
+                client.images.remove(image.id, force=True)
+            except Exception:  # noqa: BLE001 - in use by a container being removed: next time
+                pass
+
+
+# --- 6: memory of the serve process ---------------------------------------------------------------
+
+
+def _tree_rss(root: int) -> tuple[int, int]:
+    """(RSS of `root`, RSS of root + all descendants) in bytes, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            rss[int(entry.name)] = int((entry / "statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return rss.get(root, 0), total
+
+
+class Sampler(threading.Thread):
+    def __init__(self, pid: int, period: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.peak_own = self.peak_tree = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            own, tree = _tree_rss(self.pid)
+            self.peak_own, self.peak_tree = max(self.peak_own, own), max(self.peak_tree, tree)
+            self.stop_event.wait(self.period)
+
+    def finish(self) -> tuple[float, float]:
+        self.stop_event.set()
+        self.join()
+        return self.peak_own / 2**20, self.peak_tree / 2**20
+
+
+def compare_memory(services: Services, report: Report, reps: int, quick: bool) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from deployments.declarations import load
+
+    declared = load().deployments
+    proc = services.spawn([sys.executable, "-m", "deployments.serve"], f"serve-{uuid.uuid4().hex[:4]}",
+                          env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"})
+    idle_own = report.figure("6 serve memory", "serve process, idle (peak RSS)", unit="MiB")
+    idle_tree = report.figure("6 serve memory", "serve + children, idle (peak RSS)", unit="MiB")
+    busy_own = report.figure("6 serve memory", "serve process, during a rollout (peak RSS)", unit="MiB")
+    busy_tree = report.figure("6 serve memory", "serve + children, during a rollout (peak RSS)", unit="MiB")
+    try:
+        end = time.monotonic() + 180
+        with get_client(sync_client=True) as client:
+            while len(client.read_deployments()) < len(declared):
+                if time.monotonic() > end or proc.poll() is not None:
+                    raise BenchError("deployments.serve did not register its deployments; see its log")
+                time.sleep(1)
+        time.sleep(2)
+        rollout = next(d for d in declared if d.entrypoint.endswith(":ami_rollout"))
+        for _ in range(reps):
+            sampler = Sampler(proc.pid)
+            sampler.start()
+            time.sleep(3 if quick else 10)
+            own, tree = sampler.finish()
+            idle_own.samples.append(own)
+            idle_tree.samples.append(tree)
+            sampler = Sampler(proc.pid)
+            sampler.start()
+            run = run_deployment(
+                f"ami-rollout/{rollout.name}",
+                parameters={
+                    "request": {"bake": {"host": "xwiki", "environment": tag("mem")}, "stack": STACK,
+                                "variables": {"name": f"bench-mem-{services.run_id}"}},
+                    "backend_block": TF_BACKEND_BLOCK,
+                },
+                timeout=600,
+            )
+            own, tree = sampler.finish()
+            if not run.state or not run.state.is_completed():
+                report.errors.append(f"6: the served ami-rollout run ended {run.state and run.state.name}: "
+                                     f"{run.state and run.state.message}")
+            busy_own.samples.append(own)
+            busy_tree.samples.append(tree)
+    finally:
+        from bench.services import stop_group
+
+        stop_group(proc)
+    report.notes.append(
+        f"6: `python -m deployments.serve` ({len(declared)} deployments) on the bench's Prefect server, RSS "
+        "sampled every 0.2 s from /proc (the process and all its descendants: each served run is a child "
+        "process, with Packer/Terraform under it); runner poll frequency 2 s."
+    )
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+
+RUNNERS: dict[str, Callable[[Services, Report, int, bool], None]] = {
+    "rollout": compare_rollout,
+    "fanout": compare_fanout,
+    "refresh": compare_refresh,
+    "release": compare_release,
+    "memory": compare_memory,
+}
+
+
+def render(report: Report, info: list[str], args: argparse.Namespace, seconds: float) -> str:
+    mode = "quick (1 repetition, smallest sizes: proves it runs, times not meaningful)" if args.quick else (
+        f"{args.reps} repetitions"
+    )
+    parts = [
+        "## Benchmark: devops-flows vs plain bash",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {mode}, "
+        f"{seconds / 60:.1f} min in all. Reproduce: `scripts/bench` (or `scripts/bench --quick`).",
+        "",
+        "Machine:",
+        "",
+        *info,
+        "",
+        table(report),
+        "",
+    ]
+    if report.errors:
+        parts += ["Errors:", "", *[f"- {e}" for e in report.errors], ""]
+    if report.notes:
+        parts += ["Notes:", "", *[f"- {n}" for n in report.notes], ""]
+    parts += report.phases
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 repetition, smallest sizes (CI)")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per figure (default 5)")
+    parser.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated subset")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.md")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps = 1
+    chosen = [c.strip() for c in args.only.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in RUNNERS]
+    if unknown or not chosen or args.reps < 1:
+        parser.error(f"--only takes {', '.join(COMPARISONS)}; --reps >= 1")
+    started = time.monotonic()
+    services = Services()
+    report = Report()
+    try:
+        print(f"[bench] starting private moto + Prefect server under {services.home}", flush=True)
+        services.start()
+        info = machine()
+        for name in chosen:
+            print(f"[bench] {name} ({args.reps} repetition(s))", flush=True)
+            t0 = time.monotonic()
+            try:
+                RUNNERS[name](services, report, args.reps, args.quick)
+            except Exception as exc:  # noqa: BLE001 - report it, carry on with the next comparison
+                report.errors.append(f"{name}: {type(exc).__name__}: {str(exc)[-1500:]}")
+                print(f"[bench] {name} failed: {exc}", flush=True)
+            print(f"[bench] {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+    finally:
+        services.stop()
+    text = render(report, info, args, time.monotonic() - started)
+    print("\n" + text, flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
+    print(f"[bench] written to {args.output}", flush=True)
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
