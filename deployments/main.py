@@ -79,7 +79,7 @@ def first_runs() -> None:
         while True:
             try:
                 run = run_deployment(name, timeout=0)
-                print(f"[main] started {name}: {HOST}:{PORT}/runs/flow-run/{run.id}")
+                print(f"[main] started {name}: http://{HOST}:{PORT}/runs/flow-run/{run.id}")
                 break
             except Exception as exc:  # noqa: BLE001 - the served deployment registers asynchronously
                 if time.monotonic() > end:
@@ -97,6 +97,8 @@ def start() -> int:
     from deployments.setup import setup
 
     for key, value in setup().items():
+        if key == "automation" and value is None:
+            value = "none (set DEVOPS_ALERT_WEBHOOK_URL to get failure notifications)"
         print(f"[main] {key}: {value}")
     start_serving()
     first_runs()

@@ -225,12 +225,19 @@ class PrivateRegistry:
 
 
 def registry_catalog(address: str, basic_token: str) -> list[str]:
-    request = urllib.request.Request(
-        f"http://{address}/v2/_catalog?n=10000", headers={"Authorization": f"Basic {basic_token}"}
-    )
+    """Every repository, page by page (`last=` pagination; the registry caps `n`)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(request, timeout=10) as response:
-        return json.loads(response.read()).get("repositories") or []
+    names: list[str] = []
+    while True:
+        query = "?n=100" + (f"&last={names[-1]}" if names else "")
+        request = urllib.request.Request(
+            f"http://{address}/v2/_catalog{query}", headers={"Authorization": f"Basic {basic_token}"}
+        )
+        with opener.open(request, timeout=10) as response:
+            page = json.loads(response.read()).get("repositories") or []
+        names += page
+        if len(page) < 100:
+            return names
 
 
 def sandbox_catalog() -> list[str]:
