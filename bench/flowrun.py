@@ -74,6 +74,7 @@ def _task_runs(flow_run_id: Any) -> dict[str, list[float]]:
     for run in runs:
         if run.start_time and run.end_time:
             name = re.sub(r"-\w{3}$", "", run.name) if run.name else run.task_key
+            name = re.sub(r" \S+-[0-9a-f]{6}$", "", name)  # bake-one <host> <unique environment>
             durations[name].append((run.end_time - run.start_time).total_seconds())
     return dict(durations)
 

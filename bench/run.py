@@ -207,7 +207,8 @@ def run_bash(services: Services, script: Path, env: dict[str, str], timeout: flo
     )
     seconds = time.monotonic() - start
     if proc.returncode != 0:
-        raise BenchError(f"{script.name} failed (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-3000:]}")
+        output = (proc.stdout + proc.stderr)[-3000:]
+        raise BenchError(f"{script.name} failed (exit {proc.returncode}): {output}")
     found = re.findall(r"^BENCH_AMI=(\S+)$", proc.stdout, re.MULTILINE)
     return Run(seconds, {"ami": found[-1] if found else None})
 
@@ -309,18 +310,23 @@ def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -
     fan = report.figure("3 fan-out bakes", f"{count} bakes, .submit() on ThreadPoolTaskRunner")
     ser = report.figure("3 fan-out bakes", f"{count} bakes, one after the other")
     fan_runs: list[Run] = []
+    ser_runs: list[Run] = []
     for _ in range(reps):
         run = run_flow(services, "fanout", specs("fan"))
         fan.samples.append(run.seconds)
         fan_runs.append(run)
-        ser.samples.append(run_flow(services, "serial", specs("ser")).seconds)
+        ser_runs.append(run_flow(services, "serial", specs("ser")))
+        ser.samples.append(ser_runs[-1].seconds)
+    report.phases += ["### Where the time goes: bakes", ""]
+    report.phases += _phase_table(f"{count} bakes fanned out", fan_runs)
+    report.phases += _phase_table(f"{count} bakes serial", ser_runs)
     report.ratios.append(Ratio("3 fan-out bakes", "speed-up serial / fan-out", ser, fan, 2.5, at_most=False))
     inner_fan = report.figure("3 fan-out bakes", "fan-out: flow call only (no process start/import)")
     inner_fan.samples = [r.result["flow"] for r in fan_runs]
     report.notes.append(
-        "3: bake-image only accepts the host var files of infra/packer/vars/host (xwiki, jenkins) and a fixed "
-        "packer dir, so the bench bakes those two hosts with distinct `environment` values (distinct content "
-        "hashes: every bake runs Packer)."
+        "3: bake-image only accepts the host var files of infra/packer/vars/host (xwiki, jenkins) and a "
+        "fixed packer dir, so the bench bakes those two hosts with distinct `environment` values (distinct "
+        "content hashes: every bake runs Packer)."
     )
 
 
@@ -332,8 +338,8 @@ def _inventory(services: Services, hosts: int) -> Path:
     lines = ["[internal]"]
     for i in range(1, hosts + 1):
         lines.append(
-            f'bench{i} ansible_connection=local ansible_python_interpreter="{{{{ ansible_playbook_python }}}}" '
-            f"target_root={root}/bench{i}"
+            f"bench{i} ansible_connection=local "
+            f'ansible_python_interpreter="{{{{ ansible_playbook_python }}}}" target_root={root}/bench{i}'
         )
     lines += ["", "[docker_hosts]", ""]
     path = services.home / f"inventory-{hosts}.ini"
@@ -352,12 +358,19 @@ def compare_refresh(services: Services, report: Report, reps: int, quick: bool) 
         run_flow(services, "refresh", params(hosts))
     one = report.figure("4 refresh-servers", "1 host")
     many = report.figure("4 refresh-servers", f"{hosts} hosts (forks={hosts})")
+    one_runs: list[Run] = []
+    many_runs: list[Run] = []
     for _ in range(reps):
-        one.samples.append(run_flow(services, "refresh", params(1)).seconds)
+        one_runs.append(run_flow(services, "refresh", params(1)))
+        one.samples.append(one_runs[-1].seconds)
         run = run_flow(services, "refresh", params(hosts))
         if run.result.get("hosts") != hosts:
             raise BenchError(f"refresh of {hosts} hosts recapped {run.result.get('hosts')}")
         many.samples.append(run.seconds)
+        many_runs.append(run)
+    report.phases += ["### Where the time goes: refresh-servers", ""]
+    report.phases += _phase_table("1 host", one_runs)
+    report.phases += _phase_table(f"{hosts} hosts", many_runs)
     report.ratios.append(Ratio("4 refresh-servers", f"{hosts} hosts / 1 host", many, one, 2.0))
     report.notes.append(
         "4: hosts are local-connection inventory aliases (each its own target_root) running the baseline "
@@ -385,6 +398,8 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
     warm = report.figure("5 release", "second release, app unchanged (layer + ivy cache)")
     from bench.services import free_port
 
+    cold_runs: list[Run] = []
+    warm_runs: list[Run] = []
     try:
         for _ in range(reps):
             name = f"bench-hh-{uuid.uuid4().hex[:8]}"
@@ -401,8 +416,10 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
                 "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
                 "labels": {BENCH_LABEL: "1"}, "push_retries": 1, "retry_delay_seconds": 0.5,
             }}
-            cold.samples.append(run_flow(services, "release", params).seconds)
-            warm.samples.append(run_flow(services, "release", params).seconds)
+            cold_runs.append(run_flow(services, "release", params))
+            cold.samples.append(cold_runs[-1].seconds)
+            warm_runs.append(run_flow(services, "release", params))
+            warm.samples.append(warm_runs[-1].seconds)
             _remove_containers(client)
             for suffix in ("ivy2", "coursier"):
                 try:
@@ -418,6 +435,9 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
             pass
         client.close()
     report.ratios.append(Ratio("5 release", "second / first", warm, cold, 0.5))
+    report.phases += ["### Where the time goes: release", ""]
+    report.phases += _phase_table("First release (cold)", cold_runs)
+    report.phases += _phase_table("Second release (warm)", warm_runs)
     report.notes.append(
         "5: the builder is the stand-in sbt image (busybox + mkzip; no real sbt offline), so 'ivy cache' "
         "saves nothing measurable; the second release still builds, pushes (layers already in the registry) "

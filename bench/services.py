@@ -34,7 +34,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_http(url: str, seconds: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_http(
+    url: str, seconds: float, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     end = time.monotonic() + seconds
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     while time.monotonic() < end:

@@ -1,7 +1,13 @@
 """apply-stack: init -> plan -out -> summary artifact -> (approval) -> apply the saved plan.
 
 One apply per stack at a time: a strict Prefect concurrency limit `tf-stack-<slug>` (created here if
-missing) plus Terraform's own S3 lock with `-lock-timeout`."""
+missing) plus Terraform's own S3 lock with `-lock-timeout`.
+
+A killed run converges: a run SIGKILLed mid-apply leaves Terraform's S3 lock behind (and its Prefect slot,
+until the slot's 60 s lease expires). The next run, once it holds the slot (so no other run of our flows
+works on the stack), releases that lock if its holder is provably dead: `Who` is this user@host and no
+live terraform process on this host works on this stack's state. Any other lock still gives StateLocked
+after the backend's lock timeout."""
 
 from __future__ import annotations
 
@@ -16,8 +22,19 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
-from tasks.terraform import ApplyResult, PlanSummary, apply_plan, discard_plan, ensure_stack_limit, plan_stack
+from tasks.terraform import (
+    STACK_LEASE_SECONDS,
+    ApplyResult,
+    PlanSummary,
+    apply_plan,
+    discard_plan,
+    ensure_stack_limit,
+    plan_stack,
+    release_stale_lock,
+    stack_outputs,
+)
 from tools import terraform as tf
+from tools.errors import InvalidInput
 from tools.process import default_logger
 
 
@@ -40,6 +57,12 @@ class StackRequest(BaseModel):
     approval_timeout_seconds: int = Field(
         3600, ge=1, description="No answer within this time: nothing is applied"
     )
+    restore_on_rollback: dict[str, str] = Field(
+        default_factory=dict,
+        description="variable -> `resource_address.attribute`: inside a Prefect transaction, if a later "
+        "step fails after the apply, the stack is applied again with each variable set to the attribute's "
+        "value before this apply (ami-rollout: ami_id -> aws_launch_template.xwiki-lt.image_id)",
+    )
 
 
 class ApplyOutcome(BaseModel):
@@ -47,7 +70,9 @@ class ApplyOutcome(BaseModel):
     plan: PlanSummary
     applied: bool
     reason: str
-    result: ApplyResult | None = None
+    result: ApplyResult | None = Field(
+        None, description="Outputs after the apply, or the state's outputs when there was nothing to apply"
+    )
 
 
 def apply(
@@ -58,7 +83,20 @@ def apply(
     tf.check_variables(tf.resolve_stack(stack), request.variables)
     log = default_logger()
     limit = ensure_stack_limit(stack)
-    with concurrency(limit, occupy=1, strict=True):
+    for variable, target in request.restore_on_rollback.items():
+        if variable not in tf.declared_variables(tf.resolve_stack(stack)) or "." not in target:
+            raise InvalidInput(
+                f"restore_on_rollback {variable!r} -> {target!r}: needs a declared variable and a "
+                "`resource_address.attribute`"
+            )
+    with concurrency(
+        limit,
+        occupy=1,
+        strict=True,
+        lease_duration=STACK_LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,  # Terraform's own lock still guards the state
+    ):
+        release_stale_lock(stack, backend_block, aws_block)
         summary = plan_stack(stack, request.variables, backend_block, aws_block, keep_plan=True)
         create_markdown_artifact(
             key=f"plan-{tf.slug(stack)}",
@@ -66,9 +104,12 @@ def apply(
             description=f"terraform plan of {stack}",
         )
         if not summary.has_changes:
-            discard_plan(summary)
+            try:
+                current = stack_outputs(summary, backend_block, aws_block)
+            finally:
+                discard_plan(summary)
             log.info("no changes: nothing to apply")
-            return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="no changes")
+            return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="no changes", result=current)
         if request.approval is Approval.required:
             try:
                 answer = pause_flow_run(
@@ -88,7 +129,7 @@ def apply(
                 )
                 return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="rejected")
             log.info("plan approved%s", f" ({answer.reason})" if answer.reason else "")
-        result = apply_plan(summary, backend_block, aws_block)
+        result = apply_plan(summary, backend_block, aws_block, request.restore_on_rollback or None)
     return ApplyOutcome(stack=stack, plan=summary, applied=True, reason="applied", result=result)
 
 

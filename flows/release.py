@@ -172,7 +172,7 @@ class ReleaseParams(BaseModel):
     def deploy_params(self, name: str, image: ImageRef | None = None) -> DeployParams:
         placeholder = "placeholder@sha256:" + "0" * 64
         return DeployParams(
-            app_name=self.app_name or f"{name}-{self.environment}",
+            app_name=f"{name}-{self.environment}" if self.app_name is None else self.app_name,
             image_reference=image.reference if image else placeholder,
             environment=self.environment,
             ports=self.ports,

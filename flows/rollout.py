@@ -1,20 +1,35 @@
 """ami-rollout: the devops-packer-xwiki Jenkins job. bake-image -> apply-stack(ami_id) -> verify.
 
-If apply or verify fails after the plan changed the launch template, the previous AMI id is applied
-again (the rollback) and the run fails."""
+bake-image and apply-stack run as subflows (their own runs in the UI, with their own parameters).
+
+Rollback, with Prefect's `transaction()`: apply-stack and the verification run inside one transaction.
+apply-stack's terraform-apply task is told `restore_on_rollback={"ami_id": "<launch template>.image_id"}`:
+after a successful apply it records the launch template's image id before the apply (from the plan), and
+its on_rollback hook re-applies the stack with that AMI when a later task of the transaction fails (the
+verification). Prefect runs on_rollback hooks only for tasks that completed, so a terraform apply that
+fails part-way restores the previous AMI itself, in the task, before raising. Either way the launch
+template gets a new version with the previous image id, and the run fails with RolloutFailed naming the
+cause and what the launch template uses now.
+
+Each AMI name carries its content hash, so Packer's force_deregister only replaces an image of the same
+content (e.g. one left by a killed bake): the previous AMI a rollback points at still exists.
+"""
 
 from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
-from flows.apply import ApplyOutcome, Approval, StackRequest, apply
-from flows.bake import BakeSpec, bake
+from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack
+from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
 from tasks.packer import BakeResult
+from tools import terraform as tf
 from tools.aws import LaunchTemplateState
+from tools.errors import InvalidInput, RolloutFailed, ToolError
 from tools.process import default_logger
 
 LAUNCH_TEMPLATE = "aws_launch_template.xwiki-lt"
@@ -45,6 +60,13 @@ def _previous_ami(outcome_plan) -> str | None:  # noqa: ANN001
     return change.old if change and isinstance(change.old, str) and change.old else None
 
 
+def _validate(request: RolloutRequest) -> None:
+    """Stack and variables are checked before anything is baked."""
+    if "ami_id" in request.variables:
+        raise InvalidInput("variables must not set ami_id: the rollout sets it to the AMI it bakes")
+    tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, "ami_id": ""})
+
+
 @flow(name="ami-rollout", log_prints=True)
 def ami_rollout(
     request: RolloutRequest = RolloutRequest(),  # noqa: B008
@@ -53,35 +75,36 @@ def ami_rollout(
 ) -> RolloutResult:
     """Bake (or reuse) the AMI, point the launch template at it, verify the ASG follows it."""
     log = default_logger()
-    baked = bake(request.bake, aws_block)
+    _validate(request)
+    baked = bake_image(request.bake, aws_block)
     stack_request = StackRequest(
         stack=request.stack,
         variables={**request.variables, "ami_id": baked.ami_id},
         approval=request.approval,
         approval_timeout_seconds=request.approval_timeout_seconds,
+        restore_on_rollback={"ami_id": f"{LAUNCH_TEMPLATE}.image_id"},
     )
     outcome: ApplyOutcome | None = None
-    previous: str | None = None
     try:
-        outcome = apply(stack_request, backend_block, aws_block)
-        previous = _previous_ami(outcome.plan)
-        if not outcome.applied:
-            log.info("launch template unchanged (%s)", outcome.reason)
-            return RolloutResult(bake=baked, apply=outcome)
-        lt_id = outcome.result.value("launch_template_id")
-        asg = outcome.result.value("autoscaling_group_name")
-        verified = aws_tasks.verify_launch_template(lt_id, asg, baked.ami_id, aws_block)
-    except Exception:
-        if previous is None and outcome is None:
-            raise  # the plan itself failed: nothing was changed
-        if previous:
-            log.error("rollout failed after the change: re-applying the previous AMI %s", previous)
-            apply(
-                StackRequest(stack=request.stack, variables={**request.variables, "ami_id": previous}),
-                backend_block,
+        with transaction():
+            outcome = apply_stack(stack_request, backend_block, aws_block)
+            if outcome.result is None:  # rejected or no answer: nothing changed, nothing to verify
+                log.info("launch template unchanged (%s)", outcome.reason)
+                return RolloutResult(bake=baked, apply=outcome)
+            if not outcome.applied:
+                log.info("launch template unchanged (%s): verifying it", outcome.reason)
+            verified = aws_tasks.verify_launch_template(
+                outcome.result.value("launch_template_id"),
+                outcome.result.value("autoscaling_group_name"),
+                baked.ami_id,
                 aws_block,
             )
-        raise
+    except Exception as exc:
+        previous = _previous_ami(outcome.plan) if outcome is not None and outcome.applied else None
+        if previous is None:
+            raise  # nothing we changed to undo (or the apply restored it itself, see its logs)
+        raise _rollout_failed(exc, outcome, baked, previous, aws_block) from exc
+    previous = _previous_ami(outcome.plan)
     create_markdown_artifact(
         key="ami-rollout-provenance",
         markdown="\n".join(
@@ -102,3 +125,35 @@ def ami_rollout(
         description="provenance of the rolled-out AMI",
     )
     return RolloutResult(bake=baked, apply=outcome, verified=verified)
+
+
+def _rollout_failed(
+    exc: BaseException, outcome: ApplyOutcome, baked: BakeResult, previous: str, aws_block: str
+) -> RolloutFailed:
+    """The error after a rolled-back rollout, saying what the launch template uses now (read from AWS)."""
+    cause = exc.message if isinstance(exc, ToolError) else str(exc)
+    lt_id = outcome.result.value("launch_template_id") if outcome.result else None
+    asg = outcome.result.value("autoscaling_group_name") if outcome.result else None
+    now = "unknown"
+    restored = False
+    if lt_id:
+        try:
+            state = aws_tasks.launch_template_now(lt_id, asg, aws_block)
+            now = f"launch template {lt_id} version {state.latest_version} uses {state.latest_image_id}"
+            restored = state.latest_image_id == previous
+        except Exception as again:  # noqa: BLE001 - report the rollout's cause, not this
+            now = f"launch template {lt_id}: could not be read ({again})"
+    message = (
+        f"rollout of {baked.ami_id} to {outcome.stack} failed after the launch template changed: {cause}; "
+        + (
+            f"rolled back to the previous AMI {previous}: {now}"
+            if restored
+            else f"ROLLBACK to {previous} did not take effect: {now}"
+        )
+    )
+    default_logger().error("%s", message)
+    return RolloutFailed(
+        message,
+        tail=getattr(exc, "tail", []),
+        hint=None if restored else f"re-run apply-stack with ami_id={previous}",
+    )

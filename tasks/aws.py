@@ -18,6 +18,7 @@ from tools.process import default_logger
 __all__ = [
     "PruneReport",
     "find_baked_image",
+    "launch_template_now",
     "prune_project_images",
     "resolve_source_ami",
     "verify_launch_template",
@@ -87,6 +88,15 @@ def verify_launch_template(
         asg_name,
     )
     return state
+
+
+@task(name="read-launch-template", **_RETRY)
+def launch_template_now(
+    launch_template_id: str, asg_name: str | None, aws_block: str = AWS_BLOCK
+) -> LaunchTemplateState:
+    """The launch template's latest version and image, and what the ASG uses (no expectation)."""
+    ec2, autoscaling = clients(aws_block, "ec2", "autoscaling")
+    return aws.launch_template_state(ec2, autoscaling, launch_template_id, asg_name)
 
 
 class PruneRow(BaseModel):

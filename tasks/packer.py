@@ -94,7 +94,12 @@ def run_bake(
     plan: BakePlan, content_hash: str, source_ami: str, commit: str, aws_block: str = AWS_BLOCK
 ) -> BakeResult:
     """`packer validate` then `packer build -machine-readable`; the AMI is tagged with the content hash."""
-    variables = {**plan.variables, "content_hash": content_hash, "git_commit": commit}
+    variables = {
+        **plan.variables,
+        "content_hash": content_hash,
+        "git_commit": commit,
+        "ami_name_suffix": content_hash[:12],
+    }
     env, secret_env = _aws_env(aws_block)
     packer.validate(variables, env=env, secret_env=secret_env)
     out = packer.build(variables, env=env, secret_env=secret_env)
@@ -109,7 +114,7 @@ def run_bake(
         source_ami=source_ami,
         git_commit=commit,
         reused=False,
-        ami_name=f"{plan.variables.get('hostname')}_{plan.variables.get('os_name')}",
+        ami_name=packer.ami_name(plan.variables, content_hash),
         host=plan.host,
         mode=plan.mode,
     )

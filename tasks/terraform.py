@@ -7,18 +7,26 @@ switches the stack's provider to the sandbox through TF_VAR_aws_endpoint).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
+from tools import aws as aws_tool
 from tools import terraform as tf
-from tools.errors import retry_if_transient
+from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
 from tools.redact import register_secret
-from tools.terraform import OutputValue, PlanSummary, Workspace
+from tools.terraform import LockInfo, OutputValue, PlanSummary, Workspace
+
+# Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
+# reclaimed by the server within ~75 s (60 s is the server's minimum lease).
+STACK_LEASE_SECONDS = 60
 
 __all__ = [
     "ApplyResult",
@@ -28,7 +36,9 @@ __all__ = [
     "discard_plan",
     "ensure_stack_limit",
     "plan_stack",
+    "release_stale_lock",
     "stack_limit_name",
+    "stack_outputs",
 ]
 
 
@@ -134,20 +144,187 @@ def plan_stack(
     return plan_now(stack, variables, backend_block, aws_block, keep_plan=keep_plan)
 
 
-@task(name="terraform-apply", cache_policy=NO_CACHE, task_run_name="apply {summary.stack}")
+class RestoreSpec(BaseModel):
+    """What re-applying the previous values of a stack means: the same stack, the variables of the
+    applied plan with the restored ones set to their values before the apply."""
+
+    stack: str
+    variables: dict[str, str]
+    restored: dict[str, str] = Field(description="variable -> value before the apply")
+    backend_block: str
+    aws_block: str
+
+
+def restore_spec(
+    summary: PlanSummary, restore: dict[str, str], backend_block: str, aws_block: str
+) -> RestoreSpec | None:
+    """From `restore` (variable -> `resource_address.attribute`) and the plan's before-values: the
+    variables that put those attributes back. None when the plan changes none of them (or creates them)."""
+    if not restore or summary.workspace is None:
+        return None
+    variables = json.loads((Path(summary.workspace.path) / tf.VAR_FILE).read_text() or "{}")
+    restored: dict[str, str] = {}
+    for variable, target in restore.items():
+        address, _, attribute = target.rpartition(".")
+        res = summary.resource(address)
+        change = next((c for c in (res.changed if res else []) if c.name == attribute), None)
+        if change is not None and isinstance(change.old, str) and change.old:
+            restored[variable] = change.old
+    if not restored:
+        return None
+    return RestoreSpec(
+        stack=summary.stack,
+        variables={**variables, **restored},
+        restored=restored,
+        backend_block=backend_block,
+        aws_block=aws_block,
+    )
+
+
+def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None:
+    """Plan and apply the stack with the previous values (the rollback). With hold_slot, inside the
+    stack's strict concurrency slot (the caller does not hold it)."""
+    from prefect.concurrency.sync import concurrency
+
+    log = default_logger()
+    log.warning("rollback: re-applying %s with the previous values %s", spec.stack, spec.restored)
+
+    def _do() -> ApplyResult | None:
+        summary = plan_now(spec.stack, spec.variables, spec.backend_block, spec.aws_block, keep_plan=True)
+        if not summary.has_changes:
+            discard_plan.fn(summary)
+            log.warning("rollback: %s already has the previous values", spec.stack)
+            return None
+        result = apply_plan.fn(summary, spec.backend_block, spec.aws_block)
+        log.warning("rollback of %s applied: %s", spec.stack, spec.restored)
+        return result
+
+    if not hold_slot:
+        return _do()
+    with concurrency(
+        ensure_stack_limit.fn(spec.stack),
+        occupy=1,
+        strict=True,
+        lease_duration=STACK_LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,
+    ):
+        return _do()
+
+
+def _restore_on_rollback(txn: Transaction) -> None:
+    """on_rollback of terraform-apply: a later step of the enclosing transaction failed."""
+    raw = txn.get("restore", None)
+    if raw:
+        restore_now(RestoreSpec.model_validate(raw), hold_slot=True)
+
+
+@task(
+    name="terraform-apply",
+    cache_policy=NO_CACHE,
+    task_run_name="apply {summary.stack}",
+)
 def apply_plan(
-    summary: PlanSummary, backend_block: str = TF_BACKEND_BLOCK, aws_block: str = AWS_BLOCK
+    summary: PlanSummary,
+    backend_block: str = TF_BACKEND_BLOCK,
+    aws_block: str = AWS_BLOCK,
+    restore: dict[str, str] | None = None,
 ) -> ApplyResult:
-    """Apply exactly the saved plan of `summary` (never a fresh plan; never retried), then read outputs."""
+    """Apply exactly the saved plan of `summary` (never a fresh plan; never retried), then read outputs.
+
+    `restore` (variable -> `resource_address.attribute`, e.g. `{"ami_id":
+    "aws_launch_template.xwiki-lt.image_id"}`) arms a rollback: if a later task of the enclosing Prefect
+    `transaction()` fails, this task's on_rollback re-applies the stack with those variables set to the
+    attributes' values before this apply. If the apply itself fails part-way (it may have changed them
+    already), the previous values are re-applied here before the error is raised.
+    """
     if summary.workspace is None:
         raise ValueError("apply_plan needs a summary from plan_stack(keep_plan=True)")
     workspace = summary.workspace
+    spec = restore_spec(summary, restore or {}, backend_block, aws_block)
     try:
         runner, backend = _runner(workspace, backend_block, aws_block)
-        tf.apply(runner, backend.lock_timeout_seconds)
-        return ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
+        try:
+            tf.apply(runner, backend.lock_timeout_seconds)
+        except TerraformError as exc:
+            if spec is not None and not isinstance(exc, (StateLocked, ProcessCancelled)):
+                default_logger().error(
+                    "apply of %s failed part-way: restoring %s", summary.stack, spec.restored
+                )
+                tf.remove_workspace(workspace)
+                try:
+                    restore_now(spec, hold_slot=False)  # our caller holds the stack's slot
+                except Exception as again:  # noqa: BLE001 - the apply's own error is the one to raise
+                    default_logger().error("rollback of %s failed too: %s", summary.stack, again)
+            raise
+        result = ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
     finally:
         tf.remove_workspace(workspace)
+    if spec is not None:
+        txn = get_transaction()
+        if txn is not None:
+            txn.set("restore", spec.model_dump())
+    return result
+
+
+apply_plan.on_rollback(_restore_on_rollback)
+
+
+@task(name="terraform-outputs", cache_policy=NO_CACHE, task_run_name="outputs {summary.stack}")
+def stack_outputs(
+    summary: PlanSummary, backend_block: str = TF_BACKEND_BLOCK, aws_block: str = AWS_BLOCK
+) -> ApplyResult:
+    """`terraform output -json` from the state, in the initialised workspace of a kept plan."""
+    if summary.workspace is None:
+        raise ValueError("stack_outputs needs a summary from plan_stack(keep_plan=True)")
+    runner, _ = _runner(summary.workspace, backend_block, aws_block)
+    return ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
+
+
+@task(name="terraform-release-stale-lock", cache_policy=NO_CACHE, task_run_name="stale lock? {stack}")
+def release_stale_lock(
+    stack: str, backend_block: str = TF_BACKEND_BLOCK, aws_block: str = AWS_BLOCK
+) -> LockInfo | None:
+    """Release the stack's S3 state lock when its holder is provably dead; returns the released lock.
+
+    Call it while holding the stack's strict concurrency slot (no other run of our flows works on the
+    stack then). A lock left by a SIGKILLed run of this user on this host, with no live terraform process
+    here working on this stack's state, is force-unlocked, with a warning naming it. Any other lock is
+    left alone: Terraform then waits `lock_timeout_seconds` and the run fails with StateLocked.
+    """
+    log = default_logger()
+    backend = TerraformBackend.load(backend_block)
+    key = state_key(backend, stack)
+    creds = AwsCredentials.load(aws_block)
+    s3 = creds.get_boto3_session().client("s3", endpoint_url=backend.endpoint_url or None)
+    raw = aws_tool.read_object(s3, backend.bucket, f"{key}.tflock")
+    if raw is None:
+        return None
+    lock = tf.lock_from_json(raw)
+    if lock is None:
+        log.warning("s3://%s/%s.tflock is not a Terraform lock; leaving it to Terraform", backend.bucket, key)
+        return None
+    reason = tf.stale_lock_reason(lock, stack, key)
+    if reason is None:
+        log.info("state of %s is locked (%s); its holder may be alive: waiting", stack, lock.describe())
+        return None
+    log.warning(
+        "releasing stale state lock %s of %s (Who %s, %s since %s): %s",
+        lock.id,
+        stack,
+        lock.who,
+        lock.operation or "?",
+        lock.created or "?",
+        reason,
+    )
+    workspace = tf.prepare_workspace(stack, {}, key)
+    try:
+        runner, backend = _runner(workspace, backend_block, aws_block)
+        config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
+        tf.init(runner, config, backend.lock_timeout_seconds)
+        tf.force_unlock(runner, lock.id)
+    finally:
+        tf.remove_workspace(workspace)
+    return lock
 
 
 @task(name="terraform-discard-plan", cache_policy=NO_CACHE)

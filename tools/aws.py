@@ -24,6 +24,7 @@ __all__ = [
     "find_by_hash",
     "launch_template_state",
     "project_images",
+    "read_object",
     "referenced_image_ids",
     "source_image",
 ]
@@ -176,3 +177,16 @@ def tag(ec2: Any, resource_ids: Iterable[str], tags: dict[str, str]) -> None:
         Resources=list(resource_ids),
         Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
     )
+
+
+def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
+    """The body of an S3 object, or None when it does not exist."""
+    try:
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None
+        message = f"{exc.response.get('Error', {}).get('Code', 'Error')}: {exc}"
+        raise AwsError(f"get_object s3://{bucket}/{key} failed: {message}", tail=[message]) from exc
+    except BotoCoreError as exc:
+        raise AwsError(f"get_object s3://{bucket}/{key} failed: {exc}", transient=True) from exc

@@ -359,6 +359,7 @@ class ContainerRun:
     nano_cpus: int | None = None
     mem_limit: str | None = None
     entrypoint: Sequence[str] | None = None
+    tmpfs: Mapping[str, str] = field(default_factory=dict)  # mount point -> options, e.g. "size=1m"
 
     def describe(self) -> str:
         plain = sorted(k for k in self.environment if k not in self.secret_names)
@@ -379,6 +380,7 @@ class ContainerRun:
             "nano_cpus": self.nano_cpus,
             "mem_limit": self.mem_limit,
             "entrypoint": list(self.entrypoint) if self.entrypoint else None,
+            "tmpfs": dict(self.tmpfs),
         }
         if self.restart_policy:
             out["restart_policy"] = dict(self.restart_policy)

@@ -175,3 +175,7 @@ def retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect
     except Exception as exc:  # noqa: BLE001 - we classify whatever the task raised
         return is_transient(exc)
     return False
+
+
+class RolloutFailed(ToolError):
+    """ami-rollout changed the launch template, a later step failed, and the previous AMI was re-applied."""

@@ -37,6 +37,7 @@ __all__ = [
     "Artifact",
     "BuildOutput",
     "MachineLine",
+    "ami_name",
     "available",
     "build",
     "content_hash",
@@ -68,16 +69,24 @@ def layer_files(
     return files
 
 
+# Set by the bake itself (provenance, dedup, sandbox endpoint): a var file must not set them.
+RESERVED = frozenset({"content_hash", "git_commit", "ami_name_suffix", "ec2_endpoint", "mode"})
+
+
 def merge_layers(files: list[Path], extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """Merge var files, later ones winning; keys starting with `_` are comments. All values as strings."""
     merged: dict[str, str] = {}
     for path in files:
+        shown = path.relative_to(path.parents[2]) if len(path.parents) > 2 else path
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise InvalidInput(
-                f"{path.relative_to(path.parents[2]) if len(path.parents) > 2 else path}: {exc}"
-            ) from exc
+            raise InvalidInput(f"{shown}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{shown}: a var file must be a JSON object, not {type(data).__name__}")
+        reserved = sorted(k for k in data if k in RESERVED)
+        if reserved:
+            raise InvalidInput(f"{shown}: sets {', '.join(reserved)}, which the bake sets itself")
         merged.update({k: str(v) for k, v in data.items() if not k.startswith("_")})
     merged.update({k: str(v) for k, v in (extra or {}).items()})
     return merged
@@ -121,7 +130,13 @@ def provisioner_files(
     return sorted(set(found))
 
 
-_HASH_EXCLUDED = {"content_hash", "git_commit", "build_number", "ec2_endpoint"}
+_HASH_EXCLUDED = {"content_hash", "git_commit", "build_number", "ec2_endpoint", "ami_name_suffix"}
+
+
+def ami_name(variables: Mapping[str, str], digest: str) -> str:
+    """`<hostname>_<os_name>_<hash[:12]>`: one name per content, so Packer's force_deregister removes only
+    an image of the same content (e.g. left by a killed bake), never the previous AMI a rollback needs."""
+    return f"{variables.get('hostname')}_{variables.get('os_name')}_{digest[:12]}"
 
 
 def content_hash(

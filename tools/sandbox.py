@@ -237,6 +237,20 @@ def ensure_docker(state: State) -> str:
     return ours
 
 
+def restart_docker() -> str:
+    """Stop the engine `up` started (containers stop with it) and start it again: a daemon restart.
+
+    Containers with restart=always come back by themselves. Refuses to touch an engine it did not start."""
+    state = State.load()
+    comp = state.component("docker")
+    if not comp.get("started"):
+        raise ToolError("the Docker engine was not started by the sandbox; it is not ours to restart")
+    stop_pid(comp["pid"], "docker", seconds=60)
+    comp.update(started=False, pid=None)
+    state.save()
+    return ensure_docker(state)
+
+
 def ensure_base_image(host: str) -> None:
     import docker
 

@@ -134,6 +134,7 @@ class BuildSpec:
     timeout: float = 1800.0
     labels: Mapping[str, str] = field(default_factory=dict)
     name: str | None = None
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
 
 
 def builder_run(workspace: Path, spec: BuildSpec) -> ContainerRun:
@@ -155,6 +156,7 @@ def builder_run(workspace: Path, spec: BuildSpec) -> ContainerRun:
         mem_limit=spec.memory,
         labels={"devops-flows.role": "builder", **spec.labels},
         name=spec.name,
+        tmpfs=dict(spec.tmpfs),
     )
 
 
@@ -175,9 +177,21 @@ def build_in_container(
             argv=list(spec.command),
             exit_code=result.exit_code,
             tail=result.tail,
-            hint="read the build's own output above",
+            hint=failure_hint(result.exit_code, result.tail),
         )
     return result.tail
+
+
+def failure_hint(exit_code: int, tail: Sequence[str]) -> str:
+    """What a failed build most likely means, from its exit code and last lines."""
+    text = "\n".join(tail).lower()
+    if "no space left on device" in text or "disk quota exceeded" in text:
+        return "the build ran out of disk space ('No space left on device' above): free space or give it more"
+    if exit_code == 137:
+        return "the builder was killed (SIGKILL): stopped from outside (docker kill/stop) or out of memory"
+    if exit_code == 143:
+        return "the builder was terminated (SIGTERM) from outside"
+    return "read the build's own output above"
 
 
 def _unix_mode(info: zipfile.ZipInfo) -> int:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -44,6 +46,7 @@ __all__ = [
     "AttributeChange",
     "LockInfo",
     "OutputValue",
+    "TerraformProcess",
     "PlanSummary",
     "ResourceChange",
     "Runner",
@@ -53,7 +56,10 @@ __all__ = [
     "command",
     "declared_variables",
     "destroy",
+    "force_unlock",
     "init",
+    "live_terraform_processes",
+    "lock_from_json",
     "list_stacks",
     "outputs",
     "parse_lock_info",
@@ -62,7 +68,9 @@ __all__ = [
     "resolve_stack",
     "show_plan",
     "slug",
+    "stale_lock_reason",
     "summarize_plan",
+    "this_holder",
 ]
 
 
@@ -290,6 +298,83 @@ def parse_lock_info(lines: Iterable[str]) -> LockInfo | None:
     return LockInfo(**info)
 
 
+def lock_from_json(raw: str | bytes) -> LockInfo | None:
+    """The lock object of Terraform's S3 backend (`<state key>.tflock`: ID, Operation, Who, Created...)."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    fields = set(LockInfo.model_fields)
+    return LockInfo(**{k.lower(): str(v) for k, v in data.items() if k.lower() in fields})
+
+
+def this_holder() -> str:
+    """What Terraform writes as `Who` when this process's user on this host takes a lock: user@hostname."""
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = ""
+    return f"{user}@{socket.gethostname()}"
+
+
+class TerraformProcess(BaseModel):
+    pid: int
+    cwd: str
+    argv: list[str]
+    state_key: str | None = Field(None, description="Backend key of its working directory, when readable")
+
+
+def live_terraform_processes(stack: str, proc: Path = Path("/proc")) -> list[TerraformProcess]:
+    """Every live `terraform` process on this host whose working directory is a copy of `stack`
+    (`.../<stack>`, e.g. a flow's private workspace or infra/terraform itself). Zombies do not count;
+    a process whose directory cannot be read counts (it might be one)."""
+    suffix = "/" + stack.strip("/")
+    found = []
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+            if not argv or Path(argv[0]).name != "terraform":
+                continue
+            if (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+                continue
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            cwd = "?"
+        if cwd != "?" and not cwd.removesuffix(" (deleted)").endswith(suffix):
+            continue
+        key = None
+        try:
+            backend = json.loads((entry / "cwd" / ".terraform" / "terraform.tfstate").read_text())
+            key = ((backend.get("backend") or {}).get("config") or {}).get("key")
+        except (OSError, ValueError, AttributeError):
+            pass
+        found.append(TerraformProcess(pid=int(entry.name), cwd=cwd, argv=argv, state_key=key))
+    return found
+
+
+def stale_lock_reason(lock: LockInfo, stack: str, state_key: str, holder: str | None = None) -> str | None:
+    """Why `lock` is provably stale, or None when it may be live. Stale only when it was taken by this
+    user on this host (`Who` == user@hostname) and no live terraform process here works on this stack's
+    state (a process on the same stack whose backend key cannot be read counts as live)."""
+    me = holder or this_holder()
+    if not lock.id or lock.who != me:
+        return None
+    live = [p for p in live_terraform_processes(stack) if p.state_key in (None, state_key)]
+    if live:
+        return None
+    return (
+        f"it was taken by {lock.who} (this user on this host) and no terraform process on this host is "
+        f"working on {stack} ({state_key}): its holder is dead"
+    )
+
+
 class Runner:
     """Runs one workspace's commands with the same environment, timeout and cancel callback."""
 
@@ -373,6 +458,13 @@ def show_plan(runner: Runner) -> dict[str, Any]:
         log_line=lambda stream, line: stream == "stderr",
     )
     return _json(result, "terraform show -json")
+
+
+def force_unlock(runner: Runner, lock_id: str) -> ProcessResult:
+    """`terraform force-unlock -force ID` (the caller has proved the holder dead)."""
+    if not re.match(r"^[A-Za-z0-9-]+$", lock_id or ""):
+        raise InvalidInput(f"not a Terraform lock ID: {lock_id!r}")
+    return runner(command("force-unlock", lock_id, force=IsFlagged), "terraform force-unlock")
 
 
 def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -13,6 +17,8 @@ from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.terraform import destroy_now
+from tests.conftest import REPO_ROOT, read_flow_run_logs
+from tools.errors import RolloutFailed
 
 pytestmark = pytest.mark.e2e
 STACK = "scalac/internal-prod/xwiki"
@@ -39,7 +45,12 @@ def _lt_versions(ec2, lt_id):
     return {v["VersionNumber"]: v["LaunchTemplateData"]["ImageId"] for v in versions}
 
 
-def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env):
+def _amis_with_hash(ec2, digest):
+    images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:content_hash", "Values": [digest]}])
+    return sorted(i["ImageId"] for i in images["Images"])
+
+
+def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, sandbox_env):
     name = f"xwiki-{uuid.uuid4().hex[:8]}"
     env_tag = f"e2e-{uuid.uuid4().hex[:6]}"  # a fresh hash per test run: nothing reused from earlier runs
     spec = BakeSpec(host="xwiki", environment=env_tag)
@@ -50,7 +61,7 @@ def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env
         assert not first.bake.reused and first.apply.applied
         image = ec2.describe_images(ImageIds=[ami1])["Images"][0]
         tags = {t["Key"]: t["Value"] for t in image["Tags"]}
-        assert image["Name"] == "xwiki_ubuntu18.04"
+        assert image["Name"] == f"xwiki_ubuntu18.04_{first.bake.content_hash[:12]}"
         assert tags["content_hash"] == first.bake.content_hash and tags["host"] == "xwiki"
         assert tags["mode"] == "build" and tags["environment"] == env_tag and tags["git_commit"]
         lt_id = first.verified.launch_template_id
@@ -59,10 +70,11 @@ def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env
         group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
         assert group["LaunchTemplate"]["LaunchTemplateId"] == lt_id
 
-        # nothing changed: the bake is reused, the plan is empty, nothing is applied
+        # nothing changed: the bake is reused, the plan is empty, nothing is applied (still verified)
         second = ami_rollout(request, backend_block, AWS_BLOCK)
         assert second.bake.reused and second.bake.ami_id == ami1
         assert not second.apply.applied and not second.apply.plan.has_changes
+        assert second.verified.latest_image_id == ami1
         assert _lt_versions(ec2, lt_id) == {1: ami1}
 
         # a changed variable -> a new AMI -> launch template version 2 with the new image id
@@ -76,8 +88,22 @@ def test_rollout_bakes_applies_reuses_and_prunes(backend_block, ec2, sandbox_env
         assert _lt_versions(ec2, lt_id) == {1: ami1, 2: ami2}
         assert third.verified.latest_version == 2
 
-        # the article's force_deregister: the new bake of the same ami_name replaced the old AMI
-        assert ec2.describe_images(Filters=[{"Name": "image-id", "Values": [ami1]}])["Images"] == []
+        # the AMI name carries the content hash: force_deregister left the previous AMI (a rollback target)
+        assert ec2.describe_images(ImageIds=[ami1])["Images"][0]["State"] == "available"
+        for ami, digest in ((ami1, first.bake.content_hash), (ami2, third.bake.content_hash)):
+            assert _amis_with_hash(ec2, digest) == [ami]
+
+        # verify fails after the change (the ASG is pinned to version 2 while the launch template moves to
+        # version 3): the transaction's rollback re-applies ami2 (version 4) and the run fails clearly
+        pinned = request.model_copy(update={"variables": {"name": name, "asg_launch_template_version": "2"}})
+        state = ami_rollout(pinned, backend_block, AWS_BLOCK, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(RolloutFailed) as caught:
+            state.result()
+        message = str(caught.value)
+        assert "rollout verification failed" in message and "version 2" in message, message
+        assert f"rolled back to the previous AMI {ami2}" in message, message
+        assert _lt_versions(ec2, lt_id) == {1: ami1, 2: ami2, 3: ami1, 4: ami2}
     finally:
         destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
 
@@ -110,3 +136,95 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
     ec2.delete_launch_template(LaunchTemplateId=lt["LaunchTemplate"]["LaunchTemplateId"])
     remaining = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     assert not remaining & set(snapshots)
+
+
+_KILLED_RUN = """
+import sys
+from flows.rollout import RolloutRequest, ami_rollout
+ami_rollout(RolloutRequest.model_validate_json(sys.argv[1]), sys.argv[2], sys.argv[3])
+"""
+
+
+def _child_flow_run_ids(parent_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
+        )
+    return [r.id for r in runs]
+
+
+def test_a_rollout_killed_mid_apply_converges_on_the_next_run(backend_block, ec2, sandbox_env, workdir):
+    """SIGKILL the flow process and Terraform's process group while `terraform apply` holds the S3 lock
+    (after the launch template changed): the next run releases the dead run's lock and converges."""
+    from tools import terraform as tf
+
+    name = f"xwiki-kill-{uuid.uuid4().hex[:8]}"
+    env_tag = f"e2e-kill-{uuid.uuid4().hex[:6]}"
+    backend = TerraformBackend.load(backend_block)
+    state_key = f"{backend.key_prefix}{STACK}/terraform.tfstate"
+    s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
+    request = RolloutRequest(bake=BakeSpec(host="xwiki", environment=env_tag), stack=STACK,
+                             variables={"name": name})
+    try:
+        first = ami_rollout(request, backend_block, AWS_BLOCK)
+        lt_id = first.verified.launch_template_id
+        wanted = request.model_copy(update={"bake": BakeSpec(host="xwiki", environment=env_tag + "-b")})
+        held = wanted.model_copy(update={"variables": {"name": name, "apply_hold_seconds": "600"}})
+        log = open(workdir / "killed.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(  # the run that dies, as a flow process on a dead host would
+            [sys.executable, "-c", _KILLED_RUN, held.model_dump_json(), backend_block, AWS_BLOCK],
+            cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 300
+            holder = None
+            while holder is None:
+                assert proc.poll() is None, (workdir / "killed.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "terraform apply never got past the launch template"
+                time.sleep(0.5)
+                applying = [p for p in tf.live_terraform_processes(STACK)
+                            if p.state_key == state_key and "apply" in p.argv]
+                if applying and len(_lt_versions(ec2, lt_id)) == 2 and _lock(s3, backend, state_key):
+                    holder = applying[0]
+            os.killpg(os.getpgid(holder.pid), signal.SIGKILL)
+            proc.kill()
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+            log.close()
+        deadline = time.monotonic() + 60
+        while any(p.pid == holder.pid for p in tf.live_terraform_processes(STACK)):
+            assert time.monotonic() < deadline, "the killed terraform is still alive"
+            time.sleep(0.5)
+        stale = _lock(s3, backend, state_key)
+        assert stale is not None and stale.who == tf.this_holder()  # the dead run's lock is left behind
+
+        state = ami_rollout(wanted, backend_block, AWS_BLOCK, return_state=True)
+        assert state.is_completed(), state
+        result = state.result()
+        ami2 = result.bake.ami_id
+        assert result.bake.reused  # the killed run had baked it: no second AMI for the same content
+        assert _amis_with_hash(ec2, result.bake.content_hash) == [ami2]
+        assert result.verified.latest_image_id == ami2
+        assert _lt_versions(ec2, lt_id)[result.verified.latest_version] == ami2
+        autoscaling = boto3.client("autoscaling", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
+        group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+        assert group["LaunchTemplate"]["LaunchTemplateId"] == lt_id
+        assert _lock(s3, backend, state_key) is None
+        messages = [m for run in _child_flow_run_ids(state.state_details.flow_run_id)
+                    for m in read_flow_run_logs(run)]
+        released = [m for m in messages if m.startswith("releasing stale state lock")]
+        assert released and stale.id in released[0] and stale.who in released[0], messages[-30:]
+    finally:
+        destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
+
+
+def _lock(s3, backend, state_key):
+    from tools import aws as aws_tool
+    from tools import terraform as tf
+
+    raw = aws_tool.read_object(s3, backend.bucket, f"{state_key}.tflock")
+    return tf.lock_from_json(raw) if raw is not None else None

@@ -110,3 +110,28 @@ def test_a_lock_held_by_another_terraform_gives_state_locked(backend_block, sand
     # the holder said no: nothing was applied and the lock is released; the state is intact
     summary = plan_now(SMOKE, {"name": name}, backend_block, AWS_BLOCK)
     assert summary.has_changes and summary.add == 1
+
+
+def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
+    """A real terraform process working in a directory of the stack keeps its lock (unless it works on a
+    different state key, read from its .terraform/terraform.tfstate)."""
+    stack_dir = workdir / "terraform" / "x" / "live-stack"
+    stack_dir.mkdir(parents=True)
+    lock = tf.LockInfo(id="1", who=tf.this_holder())
+    proc = subprocess.Popen(["terraform", "console"], cwd=stack_dir, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **tf.cli_env()})
+    try:
+        deadline = time.monotonic() + 60
+        while not tf.live_terraform_processes("x/live-stack"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert tf.stale_lock_reason(lock, "x/live-stack", "k") is None
+        (stack_dir / ".terraform").mkdir()
+        backend = '{"backend": {"config": {"key": "other"}}}'
+        (stack_dir / ".terraform" / "terraform.tfstate").write_text(backend)
+        assert tf.stale_lock_reason(lock, "x/live-stack", "k")  # a live process, but on another state
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert "holder is dead" in tf.stale_lock_reason(lock, "x/live-stack", "k")

@@ -327,9 +327,12 @@ def task_run_states_of(flow_run_ids: Iterable) -> list[str]:
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids)))
         )
-        flows = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids))))
+        flows = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(flow_run_ids)))
+        )
     return [f"{r.name} {r.state.message if r.state else ''}" for r in runs] + [
-        f"{f.name} {f.state.message if f.state else ''} {json.dumps(f.parameters, default=str)}" for f in flows
+        f"{f.name} {f.state.message if f.state else ''} {json.dumps(f.parameters, default=str)}"
+        for f in flows
     ]
 
 

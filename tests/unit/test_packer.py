@@ -46,3 +46,20 @@ def test_content_hash_depends_on_variables_source_and_provisioner_files():
     assert h1 != packer.content_hash(template, base, "ami-2")
     files = packer.provisioner_files(__import__("json").loads(template.read_text()), base)
     assert any(p.name == "main.yml" for p in files)
+
+
+def test_var_files_must_be_objects_without_reserved_keys(tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(packer.PACKER_DIR / "vars", tmp_path / "vars")
+    host = tmp_path / "vars" / "host" / "xwiki.json"
+    for text, message in [('["x"]', "JSON object"), (json.dumps({"content_hash": "forged"}), "content_hash")]:
+        host.write_text(text)
+        with pytest.raises(InvalidInput, match=message):
+            packer.merge_layers(packer.layer_files("xwiki", "ubuntu-18.04", "build", base=tmp_path))
+
+
+def test_ami_name_carries_the_content_hash():
+    name = packer.ami_name({"hostname": "xwiki", "os_name": "ubuntu18.04"}, "ab" * 32)
+    assert name == "xwiki_ubuntu18.04_" + "ab" * 6

@@ -37,3 +37,19 @@ def test_lock_info_is_parsed():
     info = tf.parse_lock_info(tail)
     assert info.id == "8a1b-2c" and info.who == "root@host" and info.operation == "OperationTypeApply"
     assert tf.parse_lock_info(["Error: something else"]) is None
+
+
+def test_lock_object_from_s3_is_parsed():
+    raw = ('{"ID":"6f1c-9a","Operation":"OperationTypeApply","Info":"","Who":"root@vm",'
+           '"Version":"1.11.4","Created":"2026-12-01T18:00:00Z","Path":"b/k"}')
+    lock = tf.lock_from_json(raw)
+    assert (lock.id, lock.who, lock.operation) == ("6f1c-9a", "root@vm", "OperationTypeApply")
+    assert tf.lock_from_json("not json") is None and tf.lock_from_json("[1]") is None
+
+
+def test_a_lock_of_another_user_or_host_is_never_stale():
+    lock = tf.LockInfo(id="1", who="someone@elsewhere")
+    assert tf.stale_lock_reason(lock, "no/such/stack-for-test", "k") is None
+    assert tf.stale_lock_reason(tf.LockInfo(id="", who=tf.this_holder()), "no/such/stack", "k") is None
+    mine = tf.LockInfo(id="1", who=tf.this_holder())
+    assert "holder is dead" in tf.stale_lock_reason(mine, "no/such/stack-for-test", "k")

@@ -88,7 +88,7 @@ resource "aws_autoscaling_group" "xwiki" {
 
   launch_template {
     id      = aws_launch_template.xwiki-lt.id
-    version = "$Latest"
+    version = var.asg_launch_template_version
   }
 
   vpc_zone_identifier = [sort(data.aws_subnets.default.ids)[0]]
@@ -109,5 +109,16 @@ resource "aws_autoscaling_group" "xwiki" {
     key                 = "project"
     value               = var.project
     propagate_at_launch = true
+  }
+}
+
+# Testing only (apply_hold_seconds > 0): an apply that is still running after the launch template changed,
+# so a test can kill it mid-apply and prove the next run converges. Needs no provider (built in).
+resource "terraform_data" "apply_hold" {
+  count            = var.apply_hold_seconds > 0 ? 1 : 0
+  triggers_replace = [aws_launch_template.xwiki-lt.latest_version]
+
+  provisioner "local-exec" {
+    command = "sleep ${var.apply_hold_seconds}"
   }
 }

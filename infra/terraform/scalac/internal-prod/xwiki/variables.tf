@@ -24,8 +24,8 @@ variable "ami_id" {
 
 variable "ami_name" {
   type        = string
-  default     = "xwiki_ubuntu18.04"
-  description = "AMI name looked up when ami_id is empty (Packer's hostname_os_name)."
+  default     = "xwiki_ubuntu18.04_*"
+  description = "AMI name pattern looked up when ami_id is empty (Packer's hostname_os_name_contenthash)."
 }
 
 variable "ami_root_device_type" {
@@ -52,4 +52,16 @@ variable "project" {
 variable "root_volume_size" {
   type    = number
   default = 50
+}
+
+variable "asg_launch_template_version" {
+  type        = string
+  default     = "$Latest"
+  description = "Launch template version the ASG uses: $Latest follows every rollout; a number pins one."
+}
+
+variable "apply_hold_seconds" {
+  type        = number
+  default     = 0
+  description = "Testing only: after the launch template changes, hold the apply (and its state lock) this long."
 }

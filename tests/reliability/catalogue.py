@@ -1,0 +1,197 @@
+"""Which test covers which fault, bad input and secret check of issue 7 (read by figures.py).
+
+Node ids are pytest node ids relative to the repository root; a node id without `[...]` also covers
+all its parametrized cases. Items covered by tests outside tests/reliability are referenced, not copied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+REL = "tests/reliability"
+
+
+@dataclass(frozen=True)
+class Item:
+    category: str  # fault | bad-input | secret
+    name: str
+    nodes: tuple[str, ...]
+    note: str = ""
+
+
+FAULTS = [
+    Item(
+        "fault",
+        "registry down during push: retried, then a clear error, nothing deployed",
+        (
+            "tests/e2e/test_release.py::test_registry_down_is_retried_then_fails_clearly",
+            "tests/integration/test_docker_engine.py::test_registry_down_is_a_transient_push_failure",
+        ),
+    ),
+    Item(
+        "fault",
+        "wrong registry password: one attempt, auth error",
+        (
+            "tests/e2e/test_release.py::test_wrong_registry_password_fails_once_with_an_auth_error",
+            "tests/integration/test_docker_engine.py::test_push_with_a_wrong_password_is_an_auth_error",
+        ),
+    ),
+    Item(
+        "fault",
+        "builder container killed mid-build (docker kill): build exits non-zero, clear error",
+        (f"{REL}/test_faults.py::test_builder_container_killed_mid_build_fails_clearly",),
+    ),
+    Item(
+        "fault",
+        "disk full in the build (1 MiB tmpfs output dir): clear error",
+        (f"{REL}/test_faults.py::test_disk_full_in_the_build_is_a_clear_error",),
+    ),
+    Item(
+        "fault",
+        "Packer fails mid-bake (private moto stopped): no apply, no launch template change",
+        (f"{REL}/test_faults.py::test_moto_stopped_mid_bake_fails_the_bake_and_nothing_is_applied",),
+    ),
+    Item(
+        "fault",
+        "moto unreachable at apply: clear error, state intact, lock released",
+        (f"{REL}/test_faults.py::test_moto_unreachable_at_apply_keeps_state_and_releases_the_lock",),
+    ),
+    Item(
+        "fault",
+        "Terraform state lock held by another process: StateLocked after the lock timeout",
+        ("tests/integration/test_terraform.py::test_a_lock_held_by_another_terraform_gives_state_locked",),
+    ),
+    Item(
+        "fault",
+        "flow run cancelled during packer build: no packer left behind, next run succeeds",
+        (f"{REL}/test_faults.py::test_rollout_cancelled_mid_bake_then_killed_mid_apply_then_converges",),
+    ),
+    Item(
+        "fault",
+        "flow run cancelled during the ansible run: ansible and its children stopped",
+        (
+            "tests/e2e/test_refresh.py::test_cancel_stops_ansible_and_its_children",
+            "tests/integration/test_ansible.py::test_cancel_kills_ansible_and_its_children",
+        ),
+    ),
+    Item(
+        "fault",
+        "flow run cancelled during the sbt build: no builder container left",
+        ("tests/e2e/test_release.py::test_cancelled_build_leaves_no_builder_container",),
+    ),
+    Item(
+        "fault",
+        "flow run cancelled during terraform apply: lock released, no process left",
+        (
+            "tests/integration/test_process.py::test_timeout_stops_the_whole_tree_sigint_first",
+            "tests/integration/test_process.py::test_prefect_cancel_of_a_served_flow_run_leaves_no_process",
+        ),
+        "process-runner level only (SIGINT first, whole tree); no test cancels a real terraform apply yet",
+    ),
+    Item(
+        "fault",
+        "flow process SIGKILLed mid-rollout (during terraform apply): next run converges",
+        (
+            f"{REL}/test_faults.py::test_rollout_cancelled_mid_bake_then_killed_mid_apply_then_converges",
+            "tests/e2e/test_scale_out.py::test_a_dead_worker_host_crashes_its_run_and_a_rerun_converges",
+        ),
+    ),
+    Item(
+        "fault",
+        "deploy health check fails: previous version keeps serving",
+        ("tests/e2e/test_release.py::test_release_replaces_the_container_and_rolls_back_an_unhealthy_one",),
+    ),
+    Item(
+        "fault",
+        "an unreachable Ansible host among several: others refreshed, bad host named",
+        (
+            "tests/e2e/test_refresh.py::test_failed_and_unreachable_hosts_fail_the_run_others_refreshed",
+            "tests/integration/test_ansible.py::test_closed_port_is_unreachable",
+        ),
+    ),
+    Item(
+        "fault",
+        "wrong vault password: clear error, password nowhere",
+        ("tests/e2e/test_refresh.py::test_wrong_vault_password_fails_clearly",),
+    ),
+    Item(
+        "fault",
+        "Docker engine restarted between runs: restart=always containers back, next run works",
+        (f"{REL}/test_engine_restart.py::test_engine_restart_between_runs",),
+        "restarts the sandbox's own engine; skipped when the engine is a user's",
+    ),
+]
+
+
+def bad_inputs() -> list[Item]:
+    from tests.reliability.test_bad_inputs import CASES
+
+    items = [
+        Item(
+            "bad-input",
+            case,
+            (f"{REL}/test_bad_inputs.py::test_bad_input_is_rejected_before_any_side_effect[{case}]",),
+        )
+        for case in sorted(CASES)
+    ]
+    items += [
+        Item(
+            "bad-input",
+            "zip with ../ entries",
+            (
+                f"{REL}/test_bad_inputs.py::test_zip_with_parent_entries_is_rejected_before_anything_is_written",
+                "tests/unit/test_sbt.py::test_unzip_rejects_entries_escaping_the_destination",
+            ),
+        ),
+        *(
+            Item(
+                "bad-input",
+                f"packer var file: {label}",
+                (f"{REL}/test_bad_inputs.py::test_var_file_error_is_rejected_naming_the_file[{label}]",),
+            )
+            for label in ("malformed", "non-object", "reserved-key")
+        ),
+        Item(
+            "bad-input",
+            "ami-rollout with an unknown stack: rejected before the bake",
+            (f"{REL}/test_bad_inputs.py::test_rollout_validates_the_stack_before_baking",),
+        ),
+        Item(
+            "bad-input",
+            "invalid cron string in prefect.yaml",
+            ("tests/unit/test_declarations.py::test_an_invalid_cron_is_an_error",),
+        ),
+        Item(
+            "bad-input",
+            "secret-looking extra vars (unit, several shapes)",
+            ("tests/unit/test_ansible.py::test_secret_looking_extra_vars_are_rejected",),
+        ),
+    ]
+    return items
+
+
+SECRETS = [
+    Item(
+        "secret",
+        "whole pipeline with metacharacter secrets: argv, logs, artifacts, errors, docker config, "
+        "temp and ansible artifact dirs",
+        (f"{REL}/test_secret_hygiene.py",),
+    ),
+    Item(
+        "secret",
+        "process runner: secret in no argv, log or error",
+        (
+            "tests/integration/test_process.py::test_a_secret_never_reaches_logs_argv_or_error",
+            "tests/integration/test_process.py::test_secret_is_in_no_process_argv_while_it_runs",
+        ),
+    ),
+    Item(
+        "secret",
+        "docker login writes no docker config",
+        ("tests/integration/test_docker_engine.py::test_login_writes_no_docker_config",),
+    ),
+]
+
+
+def items() -> list[Item]:
+    return [*FAULTS, *bad_inputs(), *SECRETS]

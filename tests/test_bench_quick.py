@@ -1,0 +1,37 @@
+"""`scripts/bench --quick` runs end to end and prints its table. No time is asserted: this only proves the
+benchmark still runs against the current flows (1 repetition, smallest sizes, private moto + Prefect)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tools.settings import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:  # noqa: ANN001
+    output = Path(tempfile.mkdtemp(prefix="devops-flows-bench-test-")) / "latest.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # the bench has its own
+    proc = subprocess.run(  # noqa: S603 - argv list
+        [str(REPO_ROOT / "scripts" / "bench"), "--quick", "--output", str(output)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-5000:]
+    assert "| Comparison | Figure | n | median | min | max |" in proc.stdout
+    assert "| Comparison | Ratio (of medians) | value | target | result |" in proc.stdout
+    for comparison in ("1 full AMI rollout", "2 no-change rollout", "3 fan-out bakes", "4 refresh-servers",
+                       "5 release", "6 serve memory"):
+        assert f"| {comparison} |" in proc.stdout, comparison
+    assert "CPU:" in proc.stdout and "Terraform v" in proc.stdout
+    assert output.read_text().startswith("## Benchmark")
