@@ -4,6 +4,7 @@ and run it (validate + build), returning the AMI id."""
 from __future__ import annotations
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
@@ -82,6 +83,26 @@ def _aws_env(aws_block: str) -> tuple[dict[str, str], dict[str, str]]:
     return env, secret_env
 
 
+class _BakeProgress:
+    """A progress artifact that follows Packer's steps, so a person sees how far a long bake is."""
+
+    def __init__(self, host: str) -> None:
+        self.done = 0.0
+        self.artifact_id = create_progress_artifact(
+            progress=0.0, key=f"bake-progress-{host}", description=f"packer build of {host}"
+        )
+
+    def update(self, percent: float) -> None:
+        if percent > self.done:
+            self.done = percent
+            update_progress_artifact(artifact_id=self.artifact_id, progress=percent)
+
+    def on_message(self, message: str) -> None:
+        percent = packer.progress_of(message)
+        if percent is not None:
+            self.update(percent)
+
+
 @task(
     name="packer-bake",
     retries=2,
@@ -101,8 +122,11 @@ def run_bake(
         "ami_name_suffix": content_hash[:12],
     }
     env, secret_env = _aws_env(aws_block)
+    progress = _BakeProgress(plan.host)
     packer.validate(variables, env=env, secret_env=secret_env)
-    out = packer.build(variables, env=env, secret_env=secret_env)
+    progress.update(5.0)
+    out = packer.build(variables, env=env, secret_env=secret_env, on_ui=progress.on_message)
+    progress.update(100.0)
     if len(out.ami_ids) != 1:
         raise BakeFailed(f"expected one AMI, packer reported {out.ami_ids or 'none'}", tail=out.ui[-40:])
     ami_id = out.ami_ids[0]

@@ -4,6 +4,7 @@ benchmark still runs against the current flows (1 repetition, smallest sizes, pr
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -35,3 +36,4 @@ def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:  # noqa: AN
         assert f"| {comparison} |" in proc.stdout, comparison
     assert "CPU:" in proc.stdout and "Terraform v" in proc.stdout
     assert output.read_text().startswith("## Benchmark")
+    shutil.rmtree(output.parent, ignore_errors=True)

@@ -216,7 +216,9 @@ class BuildOutput:
         return [ami for artifact in self.artifacts for ami in artifact.ami_ids]
 
 
-def _ui_logger(out: BuildOutput) -> tuple[Callable[[str, str], None], Callable[[str, str], bool]]:
+def _ui_logger(
+    out: BuildOutput, on_ui: Callable[[str], None] | None = None
+) -> tuple[Callable[[str, str], None], Callable[[str, str], bool]]:
     """on_line feeds the parser; log_line lets only human messages through (re-logged unescaped)."""
     from tools.process import default_logger
 
@@ -233,6 +235,8 @@ def _ui_logger(out: BuildOutput) -> tuple[Callable[[str, str], None], Callable[[
             for text in parsed.text.splitlines():
                 if text.strip():
                     log.info("%s", text)
+                    if on_ui is not None:
+                        on_ui(text)
 
     return on_line, lambda stream, line: False
 
@@ -246,8 +250,9 @@ def _run(
     secret_env: Mapping[str, str] | None,
     timeout: float | None,
     should_cancel: Callable[[], bool] | None,
+    on_ui: Callable[[str], None] | None = None,
 ) -> ProcessResult:
-    on_line, log_line = _ui_logger(out)
+    on_line, log_line = _ui_logger(out, on_ui)
     try:
         return run(
             argv,
@@ -313,8 +318,11 @@ def build(
     secret_env: Mapping[str, str] | None = None,
     timeout: float | None = 3600,
     should_cancel: Callable[[], bool] | None = None,
+    on_ui: Callable[[str], None] | None = None,
 ) -> BuildOutput:
-    """`packer build -machine-readable` with the merged variables; returns the parsed artifacts."""
+    """`packer build -machine-readable` with the merged variables; returns the parsed artifacts.
+
+    `on_ui` sees every human message as it arrives (the bake's progress artifact follows them)."""
     template = template or base / TEMPLATE
     workdir = Path(tempfile.mkdtemp(prefix="devops-packer-"))
     out = BuildOutput()
@@ -328,12 +336,35 @@ def build(
             f"-var-file={var_file}",
             str(_prepared_template(template, variables, workdir)),
         ]
-        _run(argv, base, out, "packer build", env, secret_env, timeout, should_cancel)
+        _run(argv, base, out, "packer build", env, secret_env, timeout, should_cancel, on_ui)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if not out.artifacts:
         raise BakeFailed("packer build finished without an artifact", tail=out.ui[-40:], hint=_HINT)
     return out
+
+
+# amazon-ebs steps in the order Packer prints them, with the share of the bake done once they appear
+PROGRESS_MARKERS = (
+    ("Prevalidating", 10.0),
+    ("Found Image ID", 15.0),
+    ("Launching a source", 25.0),
+    ("Instance ID", 35.0),
+    ("Stopping the source", 50.0),
+    ("Creating AMI", 60.0),
+    ("Waiting for AMI to become ready", 70.0),
+    ("Adding tags to AMI", 85.0),
+    ("Terminating the source", 90.0),
+    ("Cleaning up", 95.0),
+)
+
+
+def progress_of(message: str) -> float | None:
+    """The bake's progress (percent) that a Packer UI message marks, or None."""
+    for marker, percent in PROGRESS_MARKERS:
+        if marker in message:
+            return percent
+    return None
 
 
 def git_commit(cwd: Path = PACKER_DIR) -> str:

@@ -355,36 +355,13 @@ def test_zip_with_parent_entries_is_rejected_before_anything_is_written(ctx: Ctx
     assert not (ctx.app / "hire-help-1.0.0").exists()  # validated before anything was written
 
 
-VAR_FILE_GAP = (
-    "tools/packer.py merge_layers: {what}; fix: after json.loads, raise InvalidInput(f'{path}: must be a "
-    "JSON object of variables') unless isinstance(data, dict), and raise InvalidInput naming the file for "
-    "any key in RESERVED = {{'content_hash', 'git_commit', 'ec2_endpoint', 'mode'}} (set by the bake itself)"
-)
-
-
 @pytest.mark.parametrize(
     "label, text",
     [
         pytest.param("malformed", '{"hostname": "xwiki",', id="malformed"),
+        pytest.param("non-object", '["hostname", "xwiki"]', id="non-object"),
         pytest.param(
-            "non-object",
-            '["hostname", "xwiki"]',
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=VAR_FILE_GAP.format(what="a JSON list raises AttributeError, not InvalidInput"),
-            ),
-            id="non-object",
-        ),
-        pytest.param(
-            "reserved-key",
-            json.dumps({"hostname": "xwiki", "content_hash": "forged"}),
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=VAR_FILE_GAP.format(
-                    what="a var file setting content_hash is silently overridden, not rejected"
-                ),
-            ),
-            id="reserved-key",
+            "reserved-key", json.dumps({"hostname": "xwiki", "content_hash": "forged"}), id="reserved-key"
         ),
     ],
 )
@@ -397,15 +374,6 @@ def test_var_file_error_is_rejected_naming_the_file(label: str, text: str, tmp_p
         packer.merge_layers(files, {"mode": "build"})
 
 
-ROLLOUT_GAP = (
-    "flows/rollout.py ami_rollout bakes BEFORE the stack and variables are validated (an AMI is baked, then "
-    "apply() raises InvalidInput); fix: at the top of ami_rollout call "
-    "tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, 'ami_id': 'ami-0'}) and "
-    "reject 'ami_id' in request.variables (it is set from the bake)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ROLLOUT_GAP)
 def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws) -> None:  # noqa: ANN001
     """ami-rollout with an unknown stack or variable must fail before Packer starts (no AMI)."""
     from flows.rollout import ami_rollout
