@@ -136,32 +136,31 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def read_flow_run_logs(flow_run_id: Any, settle: float = 5.0) -> list[str]:
-    """Every log message of a flow run (and its task runs), read back from the API."""
+def read_flow_run_logs(flow_run_id: Any, settle: float = 10.0) -> list[str]:
+    """Every log message of a flow run (and its task runs), read back from the API.
+
+    Logs reach the API in batches: flush ours first, then read until two reads agree."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
 
+    _flush_prefect_logs()
+    log_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
     deadline = time.monotonic() + settle
-    messages: list[str] = []
+    previous: list[str] | None = None
     while True:
+        messages: list[str] = []
         with get_client(sync_client=True) as client:
-            logs = client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
-            )
-            offset = len(logs)
-            while len(logs) == offset and offset % 200 == 0 and offset:
-                more = client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                    limit=200,
-                    offset=offset,
+            while True:
+                page = client.read_logs(
+                    log_filter=log_filter, limit=200, offset=len(messages), sort=LogSort.TIMESTAMP_ASC
                 )
-                logs += more
-                offset += len(more)
-                if not more:
+                messages += [log.message for log in page]
+                if len(page) < 200:
                     break
-        messages = [log.message for log in logs]
-        if messages or time.monotonic() > deadline:
+        if (messages and messages == previous) or time.monotonic() > deadline:
             return messages
+        previous = messages
         time.sleep(0.5)
 
 

@@ -232,7 +232,7 @@ def test_moto_unreachable_at_apply_keeps_state_and_releases_the_lock(
     before = _state_objects(sandbox_env, uid)[key]
 
     states: list = []
-    changed = {**variables, "instance_type": "t3.small"}
+    changed = {**variables, "instance_type": "t3.medium"}  # the default is t3.small
     thread = threading.Thread(
         target=lambda: states.append(
             apply_stack(
@@ -251,13 +251,15 @@ def test_moto_unreachable_at_apply_keeps_state_and_releases_the_lock(
     thread.start()
 
     def paused():  # noqa: ANN202
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+
+        only_paused = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+        )
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(limit=50, sort="START_TIME_DESC")
-        return [
-            r
-            for r in runs
-            if r.state and r.state.is_paused() and r.parameters.get("backend_block") == backend
-        ]
+            runs = client.read_flow_runs(flow_run_filter=only_paused)
+        return [r for r in runs if r.parameters.get("backend_block") == backend]
 
     [run] = wait_for(paused, 180, "the apply to pause for approval", interval=0.5)
     private_moto.stop()  # the fault: the plan was made, then AWS became unreachable
