@@ -128,6 +128,25 @@ def docker_client(sandbox_env: dict[str, str]) -> Iterator[Any]:
     client.close()
 
 
+BUILDER_IMAGE = "devops-flows/sbt-builder:test"
+
+
+@pytest.fixture(scope="session")
+def builder_image(docker_client: Any, sandbox_env: dict[str, str]) -> str:
+    """The stand-in sbt builder (busybox + mkzip), built once per session from infra/apps/builder."""
+    from tools import docker_engine as engine
+    from tools.settings import INFRA_DIR
+
+    engine.build_image(
+        docker_client,
+        INFRA_DIR / "apps" / "builder",
+        "Dockerfile",
+        [BUILDER_IMAGE],
+        buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"]},
+    )
+    return BUILDER_IMAGE
+
+
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A scratch directory outside the repository."""

@@ -32,20 +32,8 @@ from tools.settings import INFRA_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 APP_SRC = INFRA_DIR / "apps" / "hire-help"
-BUILDER_IMAGE = "devops-flows/sbt-builder:test"
 
 
-@pytest.fixture(scope="module")
-def builder_image(docker_client, sandbox_env) -> str:
-    """The stand-in sbt builder (busybox + mkzip), built from infra/apps/builder."""
-    engine.build_image(
-        docker_client,
-        INFRA_DIR / "apps" / "builder",
-        "Dockerfile",
-        [BUILDER_IMAGE],
-        buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"]},
-    )
-    return BUILDER_IMAGE
 
 
 @pytest.fixture(scope="module")

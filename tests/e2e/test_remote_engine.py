@@ -17,7 +17,6 @@ from blocks import DockerHost
 from flows.release import release
 from tests.e2e.test_release import (  # noqa: F401 - fixtures
     app,
-    builder_image,
     cache_volume,
     cleanup_images,
     release_params,

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect import flow, task
 
 from tools import process
+from tools.settings import REPO_ROOT
 
 # The parent shell traps SIGINT (writes a marker, exits); its background child ignores SIGINT, as
 # non-interactive shells make it, so only SIGTERM/SIGKILL stop it: the whole escalation is exercised.
@@ -39,6 +45,33 @@ def failing_step() -> None:
 @flow(name="always-fails")
 def always_fails() -> None:
     failing_step()
+
+
+@contextmanager
+def served_run(flow_name: str, mode: str = "tree", parameters: dict | None = None) -> Iterator:
+    """Serve one of these flows from a subprocess (a real Prefect runner) and start a run of it."""
+    from prefect.deployments import run_deployment
+
+    name = f"{flow_name}-{uuid.uuid4().hex[:8]}"
+    served = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.integration.flows_for_tests", name, mode],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        start_new_session=True,
+    )
+    try:
+        run = None
+        end = time.monotonic() + 90
+        while run is None and time.monotonic() < end:
+            try:
+                run = run_deployment(f"{flow_name}/{name}", parameters=parameters or {}, timeout=0)
+            except Exception:  # noqa: BLE001 - the served deployment is not registered yet
+                time.sleep(1)
+        assert run is not None, f"the served deployment {flow_name}/{name} never appeared"
+        yield run
+    finally:
+        os.killpg(served.pid, 15)
+        served.wait(timeout=30)
 
 
 if __name__ == "__main__":

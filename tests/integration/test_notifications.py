@@ -4,17 +4,13 @@ to the webhook block, through the automation deployments.setup creates. Real ser
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from tests.conftest import REPO
+from tests.integration.flows_for_tests import served_run
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -41,7 +37,6 @@ def receiver() -> str:
 
 
 def test_failed_deployment_run_notifies_the_webhook(prefect_server: str, receiver: str) -> None:
-    from prefect.deployments import run_deployment
 
     from blocks import NOTIFY_BLOCK, slack_webhook
     from deployments.setup import AUTOMATION_NAME, ensure_failure_automation
@@ -53,31 +48,13 @@ def test_failed_deployment_run_notifies_the_webhook(prefect_server: str, receive
 
     assert Automation.read(name=AUTOMATION_NAME).id is not None
 
-    name = f"notify-{uuid.uuid4().hex[:8]}"
-    served = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.integration.flows_for_tests", name, "fails"],
-        cwd=REPO,
-        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
-        start_new_session=True,
-    )
-    try:
-        run = None
-        end = time.monotonic() + 90
-        while run is None and time.monotonic() < end:
-            try:
-                run = run_deployment(f"always-fails/{name}", timeout=0)
-            except Exception:  # noqa: BLE001 - not registered yet
-                time.sleep(1)
-        assert run is not None
+    with served_run("always-fails", mode="fails") as run:
         end = time.monotonic() + 120
         while time.monotonic() < end and not any(str(run.id) in m.get("text", "") for m in Receiver.received):
             time.sleep(0.5)
         texts = [m["text"] for m in Receiver.received if str(run.id) in m.get("text", "")]
         assert texts, f"no notification arrived: {Receiver.received}"
         text = texts[0]
-        assert "always-fails" in text and name in text and "Failed" in text
+        assert "always-fails" in text and "always-fails-" in text and "Failed" in text
         assert "packer build failed" in text  # the failing step, from the state message
         assert f"/runs/flow-run/{run.id}" in text
-    finally:
-        os.killpg(served.pid, 15)
-        served.wait(timeout=30)

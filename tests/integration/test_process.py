@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 from prefect import flow, task
 
-from tests.conftest import REPO, read_flow_run_logs
-from tests.integration.flows_for_tests import TREE_SCRIPT
+from tests.conftest import read_flow_run_logs
+from tests.integration.flows_for_tests import TREE_SCRIPT, served_run
 from tools import process
 from tools.errors import ProcessTimeout, ToolError
 from tools.process import group_alive
@@ -124,27 +120,9 @@ def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(prefect_server: s
     """Cancel through the API; Prefect's runner SIGTERMs the flow process; our runner reaps the tree."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
-    from prefect.deployments import run_deployment
     from prefect.states import Cancelling
 
-    name = f"cancel-{uuid.uuid4().hex[:8]}"
-    server = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "tests.integration.flows_for_tests", name],
-        cwd=REPO,
-        env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
-        start_new_session=True,
-    )
-    try:
-        run = None
-        end = time.monotonic() + 90
-        while run is None and time.monotonic() < end:
-            try:
-                run = run_deployment(
-                    f"process-tree/{name}", parameters={"marker_dir": str(tmp_path)}, timeout=0
-                )
-            except Exception:  # noqa: BLE001 - the deployment is not registered yet
-                time.sleep(1)
-        assert run is not None, "the served deployment never appeared"
+    with served_run("process-tree", parameters={"marker_dir": str(tmp_path)}) as run:
         wait_for(tmp_path / "child.pid", 120)
         parent = int((tmp_path / "parent.pid").read_text())
         child = int((tmp_path / "child.pid").read_text())
@@ -162,6 +140,3 @@ def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(prefect_server: s
         while time.monotonic() < end and (pid_alive(parent) or pid_alive(child)):
             time.sleep(0.2)
         assert not pid_alive(parent) and not pid_alive(child), "the process tree outlived the cancel"
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)

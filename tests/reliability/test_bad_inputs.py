@@ -23,7 +23,7 @@ import pytest
 from blocks import TerraformBackend
 from flows.refresh import refresh_servers
 from flows.release import build_app, deploy_app, release
-from tests.conftest import TEST_LABEL
+from tests.conftest import BUILDER_IMAGE, TEST_LABEL
 from tests.reliability.helpers import ProcSampler, sandbox_catalog
 from tools import packer
 from tools.errors import InvalidInput
@@ -31,7 +31,6 @@ from tools.settings import INFRA_DIR
 
 pytestmark = pytest.mark.reliability
 APP_SRC = INFRA_DIR / "apps" / "hire-help"
-BUILDER_IMAGE = "devops-flows/sbt-builder:test"
 
 
 @dataclass
@@ -408,15 +407,3 @@ class _NoDocker:
     containers = images = volumes = _Empty()
 
 
-@pytest.fixture(scope="module")
-def builder_image(docker_client, sandbox_env) -> str:  # noqa: ANN001
-    from tools import docker_engine as engine
-
-    engine.build_image(
-        docker_client,
-        INFRA_DIR / "apps" / "builder",
-        "Dockerfile",
-        [BUILDER_IMAGE],
-        buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"]},
-    )
-    return BUILDER_IMAGE

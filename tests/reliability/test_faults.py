@@ -26,27 +26,15 @@ from blocks import AWS_BLOCK, AwsClientParameters, AwsCredentials, TerraformBack
 from flows.release import build_app
 from tests.conftest import TEST_LABEL
 from tests.reliability.helpers import PrivateMoto, ProcSampler, descends_from, processes, wait_for
-from tools import docker_engine as engine
 from tools import sbt
 from tools.errors import BakeFailed, BuildFailed, TerraformError
 from tools.settings import INFRA_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.reliability
 APP_SRC = INFRA_DIR / "apps" / "hire-help"
-BUILDER_IMAGE = "devops-flows/sbt-builder:test"
 STACK = "scalac/internal-prod/xwiki"
 
 
-@pytest.fixture(scope="module")
-def builder_image(docker_client, sandbox_env) -> str:  # noqa: ANN001
-    engine.build_image(
-        docker_client,
-        INFRA_DIR / "apps" / "builder",
-        "Dockerfile",
-        [BUILDER_IMAGE],
-        buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"]},
-    )
-    return BUILDER_IMAGE
 
 
 @pytest.fixture

@@ -45,7 +45,6 @@ from tools.settings import INFRA_DIR
 
 pytestmark = pytest.mark.reliability
 META = "p@ss w0rd$'\"\\`;|&*.+?[(^{}"
-BUILDER_IMAGE = "devops-flows/sbt-builder:test"
 STACK = "scalac/internal-prod/xwiki"
 VAULTED_DB_PASSWORD = "xwiki-db-pass-8d41b7f2"  # the value vaulted in infra/ansible/host_vars/xwiki
 FIGURES_DIR = Path(os.environ.get("DEVOPS_RELIABILITY_FIGURES", tempfile.gettempdir()))
@@ -106,6 +105,7 @@ def _files_since(roots: list[Path], since: float, skip: set[Path]) -> dict[str, 
 
 def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
     blocks,
+    builder_image,
     docker_client,
     sandbox_env,
     workdir: Path,  # noqa: ANN001
@@ -146,13 +146,6 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
         ).save(f"rel-backend-{uid}", overwrite=True)
         app = workdir / "hire-help"
         shutil.copytree(INFRA_DIR / "apps" / "hire-help", app)
-        engine.build_image(
-            docker_client,
-            INFRA_DIR / "apps" / "builder",
-            "Dockerfile",
-            [BUILDER_IMAGE],
-            buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"]},
-        )
         tree = _ansible_copy(workdir, vault_pw)
         port, xport = free_port(), free_port()
         name = f"rel-secret-{uid}"
@@ -166,7 +159,7 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
                     app_path=str(app),
                     app_name=name,
                     image_repository=f"rel/{uid}",
-                    builder_image=BUILDER_IMAGE,
+                    builder_image=builder_image,
                     cache_volume=f"rel-cache-{uid}",
                     build_timeout_seconds=300,
                     ports=[PortMapping(container_port=10000, host_port=port, host_ip="127.0.0.1")],
