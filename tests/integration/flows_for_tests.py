@@ -47,6 +47,14 @@ def always_fails() -> None:
     failing_step()
 
 
+@flow(name="apply-for-tests")
+def apply_for_tests(request: dict, backend_block: str) -> str:
+    """apply-stack as a subflow of a served test flow (the cancel test stops it mid-apply)."""
+    from flows.apply import StackRequest, apply_stack
+
+    return apply_stack(StackRequest(**request), backend_block).reason
+
+
 @contextmanager
 def served_run(flow_name: str, mode: str = "tree", parameters: dict | None = None) -> Iterator:
     """Serve one of these flows from a subprocess (a real Prefect runner) and start a run of it."""
@@ -78,5 +86,7 @@ if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
     if len(sys.argv) > 2 and sys.argv[2] == "fails":
         always_fails.serve(name=sys.argv[1], pause_on_shutdown=False)
+    elif len(sys.argv) > 2 and sys.argv[2] == "apply":
+        apply_for_tests.serve(name=sys.argv[1], pause_on_shutdown=False)
     else:
         process_tree.serve(name=sys.argv[1], pause_on_shutdown=False)

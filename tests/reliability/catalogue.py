@@ -81,12 +81,11 @@ FAULTS = [
     ),
     Item(
         "fault",
-        "flow run cancelled during terraform apply: lock released, no process left",
+        "flow run cancelled during terraform apply: lock released, no process left, next run succeeds",
         (
-            "tests/integration/test_process.py::test_timeout_stops_the_whole_tree_sigint_first",
+            f"{REL}/test_cancel_apply.py::test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succeeds",
             "tests/integration/test_process.py::test_prefect_cancel_of_a_served_flow_run_leaves_no_process",
         ),
-        "process-runner level only (SIGINT first, whole tree); no test cancels a real terraform apply yet",
     ),
     Item(
         "fault",
