@@ -41,7 +41,7 @@ from tests.reliability.helpers import (
 )
 from tools import docker_engine as engine
 from tools.ansible import ANSIBLE_DIR, PDD_PREFIX
-from tools.settings import INFRA_DIR
+from tools.settings import INFRA_DIR, state_dir
 
 pytestmark = pytest.mark.reliability
 META = "p@ss w0rd$'\"\\`;|&*.+?[(^{}"
@@ -85,13 +85,17 @@ def _scan(texts: dict[str, str], tokens: dict[str, str]) -> list[str]:
     ]
 
 
-def _files_since(roots: list[Path], since: float, skip: set[Path]) -> dict[str, str]:
+def _files_since(
+    roots: list[Path], since: float, skip: set[Path], skip_under: tuple[Path, ...] = ()
+) -> dict[str, str]:
     out: dict[str, str] = {}
     for root in roots:
         if not root.exists():
             continue
         for path in [root] if root.is_file() else root.rglob("*"):
             try:
+                if any(path.is_relative_to(under) for under in skip_under):
+                    continue
                 if not path.is_file() or path.is_symlink() or path in skip:
                     continue
                 st = path.stat()
@@ -218,9 +222,19 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
         leftovers = [p for p in Path(tempfile.gettempdir()).glob(f"{PDD_PREFIX}*")]
         prefect_home = Path(os.environ["PREFECT_HOME"])
         skip = set(prefect_home.glob("*.db*"))  # the block store: where secrets are meant to live
+        # The Docker engine's own storage holds each container's configuration, env included: the
+        # secrets are meant to reach the containers (like /proc/*/environ), so it is not a leak.
+        engine_roots = (
+            Path(docker_client.info()["DockerRootDir"]).resolve(),
+            (state_dir() / "docker").resolve(),
+            (state_dir() / "docker-exec").resolve(),
+        )
         places.update(
             _files_since(
-                [Path(tempfile.gettempdir()), Path.home() / ".docker", workdir, *leftovers], started, skip
+                [Path(tempfile.gettempdir()), Path.home() / ".docker", workdir, *leftovers],
+                started,
+                skip,
+                engine_roots,
             )
         )
         found = _scan(places, tokens)
