@@ -417,7 +417,6 @@ def ensure_zombie_automation(within_seconds: int = 90) -> str:
     from prefect.automations import Automation, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState
-    from prefect.exceptions import ObjectNotFound
 
     if within_seconds <= HEARTBEAT_SECONDS:
         raise ValueError(f"within_seconds must exceed the heartbeat interval ({HEARTBEAT_SECONDS}s)")
@@ -445,15 +444,9 @@ def ensure_zombie_automation(within_seconds: int = 90) -> str:
             )
         ],
     )
-    try:
-        existing = Automation.read(name=ZOMBIE_AUTOMATION)
-    except (ValueError, ObjectNotFound):
-        existing = None
-    if existing:
-        automation.id = existing.id
-        automation.update()
-        return str(existing.id)
-    return str(automation.create().id)
+    from deployments.setup import upsert_automation
+
+    return upsert_automation(automation)
 
 
 def stop_server(state: ScaleOut) -> None:

@@ -106,8 +106,16 @@ def ensure_failure_automation() -> str | None:
             )
         ],
     )
+    return upsert_automation(automation)
+
+
+def upsert_automation(automation) -> str:  # noqa: ANN001 - prefect.automations.Automation
+    """Create the automation, or update the one of the same name in place. Returns its id."""
+    from prefect.automations import Automation
+    from prefect.exceptions import ObjectNotFound
+
     try:
-        existing = Automation.read(name=AUTOMATION_NAME)
+        existing = Automation.read(name=automation.name)
     except (ValueError, ObjectNotFound):
         existing = None
     if existing:

@@ -24,20 +24,6 @@ pytestmark = pytest.mark.e2e
 STACK = "scalac/internal-prod/xwiki"
 
 
-@pytest.fixture
-def backend_block(blocks, sandbox_env) -> str:
-    name = f"tf-backend-e2e-{uuid.uuid4().hex[:8]}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
-        key_prefix=f"tests/{name}/", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], lock_timeout_seconds=5,
-    ).save(name, overwrite=True)
-    return name
-
-
-@pytest.fixture
-def ec2(sandbox_env):
-    return boto3.client("ec2", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
 
 
 def _lt_versions(ec2, lt_id):
