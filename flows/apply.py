@@ -1,5 +1,12 @@
 """apply-stack: init -> plan -out -> summary artifact -> (approval) -> apply the saved plan.
 
+Nothing to do, nothing run: after an apply (or an empty plan) the inputs' fingerprint (every file of the
+stacks tree, the variables, the backend) and the state's lineage and serial are written next to the state
+(`<key>.converged.json`). A later run with the same fingerprint whose state is still that one (and not
+locked) skips init/plan/show (~13 s of Terraform against moto) and returns the state's outputs. Changes made
+outside Terraform are not seen then; `detect-drift` plans every stack, and `skip_when_converged=False`
+forces a plan.
+
 One apply per stack at a time: a strict Prefect concurrency limit `tf-stack-<slug>` (created here if
 missing) plus Terraform's own S3 lock with `-lock-timeout`.
 
@@ -27,9 +34,11 @@ from tasks.terraform import (
     ApplyResult,
     PlanSummary,
     apply_plan,
+    converged_outputs,
     discard_plan,
     ensure_stack_limit,
     plan_stack,
+    record_converged,
     release_stale_lock,
     stack_outputs,
 )
@@ -62,6 +71,11 @@ class StackRequest(BaseModel):
         description="variable -> `resource_address.attribute`: inside a Prefect transaction, if a later "
         "step fails after the apply, the stack is applied again with each variable set to the attribute's "
         "value before this apply (ami-rollout: ami_id -> aws_launch_template.xwiki-lt.image_id)",
+    )
+    skip_when_converged: bool = Field(
+        True,
+        description="Skip Terraform when these exact stack files and variables were applied last and the "
+        "state is unchanged since (changes made outside Terraform are detect-drift's job)",
     )
 
 
@@ -97,6 +111,14 @@ def apply(
         raise_on_lease_renewal_failure=False,  # Terraform's own lock still guards the state
     ):
         release_stale_lock(stack, backend_block, aws_block)
+        if request.skip_when_converged:
+            current = converged_outputs(stack, request.variables, backend_block, aws_block)
+            if current is not None:
+                log.info("converged: these inputs were applied last and the state is unchanged; no plan")
+                empty = PlanSummary(stack=stack, has_changes=False)
+                return ApplyOutcome(
+                    stack=stack, plan=empty, applied=False, reason="converged", result=current
+                )
         summary = plan_stack(stack, request.variables, backend_block, aws_block, keep_plan=True)
         create_markdown_artifact(
             key=f"plan-{tf.slug(stack)}",
@@ -108,6 +130,7 @@ def apply(
                 current = stack_outputs(summary, backend_block, aws_block)
             finally:
                 discard_plan(summary)
+            record_converged(stack, request.variables, backend_block, aws_block)
             log.info("no changes: nothing to apply")
             return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="no changes", result=current)
         if request.approval is Approval.required:
@@ -130,6 +153,7 @@ def apply(
                 return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="rejected")
             log.info("plan approved%s", f" ({answer.reason})" if answer.reason else "")
         result = apply_plan(summary, backend_block, aws_block, request.restore_on_rollback or None)
+        record_converged(stack, request.variables, backend_block, aws_block)
     return ApplyOutcome(stack=stack, plan=summary, applied=True, reason="applied", result=result)
 
 

@@ -68,8 +68,15 @@ def plan_bake(
     )
 
 
-def _aws_env(aws_block: str) -> tuple[dict[str, str], dict[str, str]]:
-    creds = AwsCredentials.load(aws_block)
+def _max_retries(creds: AwsCredentials) -> str:
+    """The block's botocore retry setting (`aws_client_parameters.config.retries.max_attempts`) for
+    Packer's `max_retries`, so one setting governs boto3 and Packer; empty: the SDK's default."""
+    config = creds.aws_client_parameters.config or {}
+    attempts = (config.get("retries") or {}).get("max_attempts") if isinstance(config, dict) else None
+    return str(max(int(attempts) - 1, 1)) if attempts else ""  # Packer: 0 means its default
+
+
+def _aws_env(creds: AwsCredentials) -> tuple[dict[str, str], dict[str, str]]:
     secret_env = {}
     if creds.aws_access_key_id:
         secret_env["AWS_ACCESS_KEY_ID"] = register_secret(creds.aws_access_key_id) or ""
@@ -121,7 +128,9 @@ def run_bake(
         "git_commit": commit,
         "ami_name_suffix": content_hash[:12],
     }
-    env, secret_env = _aws_env(aws_block)
+    creds = AwsCredentials.load(aws_block)
+    variables["aws_max_retries"] = _max_retries(creds)
+    env, secret_env = _aws_env(creds)
     progress = _BakeProgress(plan.host)
     packer.validate(variables, env=env, secret_env=secret_env)
     progress.update(5.0)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -22,7 +24,7 @@ from tools import terraform as tf
 from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
 from tools.redact import register_secret
-from tools.terraform import LockInfo, OutputValue, PlanSummary, Workspace
+from tools.terraform import ConvergedRecord, LockInfo, OutputValue, PlanSummary, Workspace
 
 # Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
 # reclaimed by the server within ~75 s (60 s is the server's minimum lease).
@@ -32,10 +34,12 @@ __all__ = [
     "ApplyResult",
     "PlanSummary",
     "apply_plan",
+    "converged_outputs",
     "destroy_stack",
     "discard_plan",
     "ensure_stack_limit",
     "plan_stack",
+    "record_converged",
     "release_stale_lock",
     "stack_limit_name",
     "stack_outputs",
@@ -83,6 +87,82 @@ def _runner(workspace: Workspace, backend_block: str, aws_block: str) -> tuple[t
 
 def state_key(backend: TerraformBackend, stack: str) -> str:
     return f"{backend.key_prefix}{stack}/terraform.tfstate"
+
+
+def _state_bucket(backend_block: str, aws_block: str, stack: str) -> tuple[Any, TerraformBackend, str]:
+    """An S3 client for the state bucket (prefect-aws caches it per credentials in this process), the
+    backend, and the stack's state key."""
+    backend = TerraformBackend.load(backend_block)
+    creds = AwsCredentials.load(aws_block)
+    params = creds.aws_client_parameters.model_copy(update={"endpoint_url": backend.endpoint_url or None})
+    s3 = creds.model_copy(update={"aws_client_parameters": params}).get_client("s3")
+    return s3, backend, state_key(backend, stack)
+
+
+def _fingerprint(stack: str, variables: Mapping[str, str], backend: TerraformBackend, aws_block: str) -> str:
+    aws = AwsCredentials.load(aws_block)
+    context = {
+        "bucket": backend.bucket,
+        "state_key": state_key(backend, stack),
+        "region": aws.region_name or backend.region,
+        "aws_endpoint": aws.aws_client_parameters.endpoint_url or "",
+    }
+    return tf.stack_fingerprint(stack, variables, context)
+
+
+@task(name="terraform-converged", cache_policy=NO_CACHE, task_run_name="converged? {stack}")
+def converged_outputs(
+    stack: str,
+    variables: dict[str, str] | None = None,
+    backend_block: str = TF_BACKEND_BLOCK,
+    aws_block: str = AWS_BLOCK,
+) -> ApplyResult | None:
+    """The state's outputs when Terraform has nothing to do: these exact inputs (stack files, variables,
+    backend) were applied last, no lock is held, and the state is the one that apply left. None otherwise,
+    and the caller plans as usual. Changes made outside Terraform are not seen here: detect-drift plans."""
+    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
+    if aws_tool.read_object(s3, backend.bucket, f"{key}.tflock") is not None:
+        return None
+    raw_record = aws_tool.read_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX)
+    if raw_record is None:
+        return None
+    try:
+        record = ConvergedRecord.model_validate_json(raw_record)
+    except ValueError:
+        default_logger().warning(
+            "s3://%s/%s%s is unreadable: planning", backend.bucket, key, tf.CONVERGED_SUFFIX
+        )
+        return None
+    head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
+    fingerprint = _fingerprint(stack, variables or {}, backend, aws_block)
+    if head is None or not tf.is_converged(record, fingerprint, head):
+        return None
+    return ApplyResult(stack=stack, outputs=head.outputs)
+
+
+@task(name="terraform-record-converged", cache_policy=NO_CACHE, task_run_name="record converged {stack}")
+def record_converged(
+    stack: str,
+    variables: dict[str, str] | None = None,
+    backend_block: str = TF_BACKEND_BLOCK,
+    aws_block: str = AWS_BLOCK,
+) -> ConvergedRecord | None:
+    """After an apply or an empty plan with these inputs: note the state it left (lineage, serial)."""
+    from prefect.runtime import flow_run
+
+    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
+    head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
+    if head is None:
+        return None
+    record = ConvergedRecord(
+        fingerprint=_fingerprint(stack, variables or {}, backend, aws_block),
+        lineage=head.lineage,
+        serial=head.serial,
+        recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        flow_run=str(flow_run.id or ""),
+    )
+    aws_tool.write_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX, record.model_dump_json().encode())
+    return record
 
 
 def plan_now(
@@ -292,10 +372,7 @@ def release_stale_lock(
     left alone: Terraform then waits `lock_timeout_seconds` and the run fails with StateLocked.
     """
     log = default_logger()
-    backend = TerraformBackend.load(backend_block)
-    key = state_key(backend, stack)
-    creds = AwsCredentials.load(aws_block)
-    s3 = creds.get_boto3_session().client("s3", endpoint_url=backend.endpoint_url or None)
+    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
     raw = aws_tool.read_object(s3, backend.bucket, f"{key}.tflock")
     if raw is None:
         return None

@@ -44,6 +44,12 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 free_port = _free_port
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from tests.reliability import figures
+
+    figures.register(config)  # the reliability figures in the summary of any run of catalogue tests
+
+
 def wait_http(url: str, seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:

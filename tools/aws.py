@@ -190,3 +190,7 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
         raise AwsError(f"get_object s3://{bucket}/{key} failed: {message}", tail=[message]) from exc
     except BotoCoreError as exc:
         raise AwsError(f"get_object s3://{bucket}/{key} failed: {exc}", transient=True) from exc
+
+
+def write_object(s3: Any, bucket: str, key: str, body: bytes) -> None:
+    call(f"put_object s3://{bucket}/{key}", s3.put_object, Bucket=bucket, Key=key, Body=body)

@@ -70,7 +70,9 @@ def layer_files(
 
 
 # Set by the bake itself (provenance, dedup, sandbox endpoint): a var file must not set them.
-RESERVED = frozenset({"content_hash", "git_commit", "ami_name_suffix", "ec2_endpoint", "mode"})
+RESERVED = frozenset(
+    {"content_hash", "git_commit", "ami_name_suffix", "ec2_endpoint", "mode", "aws_max_retries"}
+)
 
 
 def merge_layers(files: list[Path], extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -130,7 +132,9 @@ def provisioner_files(
     return sorted(set(found))
 
 
-_HASH_EXCLUDED = {"content_hash", "git_commit", "build_number", "ec2_endpoint", "ami_name_suffix"}
+_HASH_EXCLUDED = {
+    "content_hash", "git_commit", "build_number", "ec2_endpoint", "ami_name_suffix", "aws_max_retries"
+}
 
 
 def ami_name(variables: Mapping[str, str], digest: str) -> str:

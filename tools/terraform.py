@@ -15,6 +15,7 @@ becomes `StateLocked` naming the holder, and outputs come from `output -json`, p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -508,6 +509,78 @@ def _json(result: ProcessResult, what: str) -> dict[str, Any]:
         raise ToolError(
             f"{what} printed no JSON: {exc}", argv=result.argv, tail=result.stdout.splitlines()[-40:]
         ) from exc
+
+
+# --- converged: skip Terraform when nothing that decides the plan changed -----------------------
+
+CONVERGED_SUFFIX = ".converged.json"
+_NOT_CONFIG = (".terraform", "__pycache__")
+
+
+class StateHead(BaseModel):
+    """What a remote state says about itself: which history it is (lineage), how far along (serial)."""
+
+    lineage: str
+    serial: int
+    outputs: dict[str, OutputValue] = Field(default_factory=dict)
+
+
+class ConvergedRecord(BaseModel):
+    """Written next to the state after an apply (or an empty plan) with these inputs: the state it left."""
+
+    fingerprint: str
+    lineage: str
+    serial: int
+    recorded_at: str = ""
+    flow_run: str = ""
+
+
+def stack_fingerprint(
+    stack: str, variables: Mapping[str, str], context: Mapping[str, str], base: Path = TERRAFORM_DIR
+) -> str:
+    """sha256 of everything of ours that decides a plan: every file of the stacks tree (the stack, local
+    modules, var files), the variables and the backend/provider context (state key, region, endpoint)."""
+    digest = hashlib.sha256()
+    files = sorted(
+        p
+        for p in base.rglob("*")
+        if p.is_file()
+        and not any(part in _NOT_CONFIG for part in p.relative_to(base).parts)
+        and not p.name.endswith((".tfstate", ".tfstate.backup", ".tfplan", ".pyc"))
+    )
+    for path in files:
+        digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    inputs = {"stack": stack, "variables": dict(variables), "context": dict(context)}
+    digest.update(json.dumps(inputs, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def state_head(raw: bytes | str | None) -> StateHead | None:
+    """Lineage, serial and outputs of a Terraform state file (format 4), or None when it is not one."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        head = StateHead.model_validate(
+            {"lineage": data["lineage"], "serial": data["serial"], "outputs": data.get("outputs") or {}}
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    for out in head.outputs.values():
+        if out.sensitive and isinstance(out.value, str):
+            register_secret(out.value)
+    return head
+
+
+def is_converged(record: ConvergedRecord | None, fingerprint: str, head: StateHead | None) -> bool:
+    """True when `record` says these exact inputs were applied last and the state is still the one that
+    apply left (same lineage and serial: nobody wrote the state since)."""
+    return (
+        record is not None
+        and head is not None
+        and record.fingerprint == fingerprint
+        and (record.lineage, record.serial) == (head.lineage, head.serial)
+    )
 
 
 # --- parsing -----------------------------------------------------------------------------------

@@ -56,10 +56,10 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
         group = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
         assert group["LaunchTemplate"]["LaunchTemplateId"] == lt_id
 
-        # nothing changed: the bake is reused, the plan is empty, nothing is applied (still verified)
+        # nothing changed: the bake is reused, Terraform does not run (converged), still verified
         second = ami_rollout(request, backend_block, AWS_BLOCK)
         assert second.bake.reused and second.bake.ami_id == ami1
-        assert not second.apply.applied and not second.apply.plan.has_changes
+        assert not second.apply.applied and second.apply.reason == "converged"
         assert second.verified.latest_image_id == ami1
         assert _lt_versions(ec2, lt_id) == {1: ami1}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -47,15 +48,21 @@ def test_unknown_stack_and_variable_are_rejected_before_anything_runs():
 
 
 def test_apply_and_destroy_a_tiny_stack_with_s3_state(backend_block, sandbox_env):
+    """plan/apply/destroy with S3 state, and apply-stack's converged fast path: the same inputs again run
+    no Terraform at all, until the state is written by anyone else (then it plans, and converges)."""
     import boto3
+
+    from flows.apply import StackRequest, apply_stack
 
     name = f"devops-flows-smoke-{uuid.uuid4().hex[:8]}"
     variables = {"name": name}
-    first = plan_now(SMOKE, variables, backend_block, AWS_BLOCK, keep_plan=True)
-    assert first.has_changes and first.add == 1
+    first = plan_now(SMOKE, variables, backend_block, AWS_BLOCK)
+    assert first.has_changes and first.add == 1 and first.workspace is None
     assert first.resource("aws_security_group.smoke").action == "create"
-    result = apply_plan.fn(first, backend_block, AWS_BLOCK)
-    sg_id = result.value("security_group_id")
+    request = StackRequest(stack=SMOKE, variables=variables)
+    applied = apply_stack(request, backend_block, AWS_BLOCK)
+    assert applied.applied and applied.reason == "applied"
+    sg_id = applied.result.value("security_group_id")
     ec2 = boto3.client("ec2", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
     assert ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"][0]["GroupName"] == name
 
@@ -63,16 +70,30 @@ def test_apply_and_destroy_a_tiny_stack_with_s3_state(backend_block, sandbox_env
     backend = TerraformBackend.load(backend_block)
     key = f"{backend.key_prefix}{SMOKE}/terraform.tfstate"
     assert s3.head_object(Bucket=backend.bucket, Key=key)["ContentLength"] > 0
+    record = json.loads(s3.get_object(Bucket=backend.bucket, Key=key + tf.CONVERGED_SUFFIX)["Body"].read())
+    assert record["serial"] >= 1 and len(record["fingerprint"]) == 64
 
-    again = plan_now(SMOKE, variables, backend_block, AWS_BLOCK)
+    same = apply_stack(request, backend_block, AWS_BLOCK)  # same inputs, state untouched: no Terraform
+    assert not same.applied and same.reason == "converged"
+    assert same.result.value("security_group_id") == sg_id
+
+    again = plan_now(SMOKE, variables, backend_block, AWS_BLOCK)  # and a real plan agrees
     assert not again.has_changes and again.workspace is None
     assert "No changes" in again.markdown()
 
-    changed = plan_now(SMOKE, {**variables, "description": "changed"}, backend_block, AWS_BLOCK)
+    # Someone applies a change outside apply-stack (no record written): the state's serial moves on
+    edited = {**variables, "description": "changed"}
+    changed = plan_now(SMOKE, edited, backend_block, AWS_BLOCK, keep_plan=True)
     assert changed.add == 1 and changed.destroy == 1
     attr = {c.name: c for c in changed.resource("aws_security_group.smoke").changed}["description"]
     assert (attr.old, attr.new) == ("devops-flows smoke test", "changed")
     assert "`description`: `devops-flows smoke test` -> `changed`" in changed.markdown()
+    apply_plan.fn(changed, backend_block, AWS_BLOCK)
+    back = apply_stack(request, backend_block, AWS_BLOCK)  # the record no longer matches: it plans
+    assert back.applied and back.plan.add == 1 and back.plan.destroy == 1
+    sg_id = back.result.value("security_group_id")
+    group = ec2.describe_security_groups(GroupIds=[sg_id])["SecurityGroups"][0]
+    assert group["Description"] == "devops-flows smoke test"
 
     destroy_now(SMOKE, variables, backend_block, AWS_BLOCK)
     assert not [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name]

@@ -2,8 +2,10 @@
 
 Runs every test the catalogue names (tests/reliability plus the referenced tests elsewhere), then prints:
 faults tried / survived, bad inputs tried / rejected before side effects, secret places scanned and
-occurrences found (must be 0), and which test covers which item with its outcome.
-`--list` prints the mapping without running anything. Exit code 1 when an item failed or a secret leaked.
+occurrences found (must be 0), and which test covers which item with its outcome. Every pytest session
+that runs catalogue tests (CI's full run too) prints the same figures, without the per-item list, in its
+terminal summary (`Recorder`, registered by tests/conftest.py). `--list` prints the mapping without
+running anything. Exit code 1 when a test failed or a secret leaked (a leak fails the scan test).
 """
 
 from __future__ import annotations
@@ -17,12 +19,18 @@ from pathlib import Path
 
 from tests.reliability.catalogue import Item, items
 
+SCAN_FILE = "devops-flows-secret-scan.json"
+
 
 class Recorder:
-    """A pytest plugin collecting each test's outcome by node id."""
+    """A pytest plugin: collects each test's outcome by node id and, at the end of any session that ran a
+    catalogue test (CI's included), prints the figures in the terminal summary."""
 
-    def __init__(self) -> None:
+    def __init__(self, figures_dir: Path, verbose: bool = False) -> None:
         self.outcomes: dict[str, str] = {}
+        self.figures_dir = figures_dir
+        self.verbose = verbose
+        self.failed = False
 
     def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
@@ -30,6 +38,17 @@ class Recorder:
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
             self.outcomes[report.nodeid] = outcome
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:  # noqa: ANN001
+        catalogue = items()
+        if not any(item_outcome(item, self.outcomes)[0] != "not-run" for item in catalogue):
+            return
+        scan_file = self.figures_dir / SCAN_FILE
+        scan = json.loads(scan_file.read_text()) if scan_file.exists() else None
+        lines, self.failed = render(catalogue, self.outcomes, scan, self.verbose)
+        terminalreporter.section("reliability figures (issue 7)")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def _matches(node: str, nodeid: str) -> bool:
@@ -50,11 +69,67 @@ def item_outcome(item: Item, outcomes: dict[str, str]) -> tuple[str, list[str]]:
     return "passed", seen
 
 
+def render(
+    catalogue: list[Item], outcomes: dict[str, str], scan: dict | None, verbose: bool
+) -> tuple[list[str], bool]:
+    """The figures (and, verbose, every item with its tests); True when an item failed or a secret leaked."""
+    totals: dict[str, dict[str, int]] = {}
+    lines = []
+    for item in catalogue:
+        outcome, _ = item_outcome(item, outcomes)
+        totals.setdefault(item.category, {}).setdefault(outcome, 0)
+        totals[item.category][outcome] += 1
+        if verbose or outcome == "failed":
+            lines.append(
+                f"  {outcome:9} [{item.category}] {item.name}" + (f"  ({item.note})" if item.note else "")
+            )
+            lines += [
+                f"              {nid}: {o}"
+                for nid, o in sorted(outcomes.items())
+                if any(_matches(node, nid) for node in item.nodes) and (verbose or o != "passed")
+            ]
+
+    def count(cat: str, *what: str) -> int:
+        return sum(totals.get(cat, {}).get(w, 0) for w in what)
+
+    lines.append(
+        f"faults: {count('fault', *totals.get('fault', {}))} listed, "
+        f"{count('fault', 'passed', 'failed', 'known-gap')} tried, {count('fault', 'passed')} survived, "
+        f"{count('fault', 'failed')} failed, {count('fault', 'known-gap')} known gaps, "
+        f"{count('fault', 'not-run', 'skipped')} not run"
+    )
+    lines.append(
+        f"bad inputs: {count('bad-input', 'passed', 'failed', 'known-gap')} tried, "
+        f"{count('bad-input', 'passed')} rejected before any side effect, "
+        f"{count('bad-input', 'known-gap')} known gaps (accepted or wrong error), "
+        f"{count('bad-input', 'failed')} failed, {count('bad-input', 'not-run', 'skipped')} not run"
+    )
+    if scan:
+        lines.append(
+            f"secrets: {scan['places_scanned']} places scanned ({scan['argv_samples']} distinct argv), "
+            f"{scan['occurrences']} occurrences found (must be 0)"
+        )
+        lines += [f"  LEAK {where}" for where in scan["where"]]
+    else:
+        lines.append("secrets: the pipeline scan did not run")
+    failed = any(t.get("failed") for t in totals.values()) or bool(scan and scan["occurrences"])
+    return lines, failed
+
+
+def register(config) -> None:  # noqa: ANN001
+    """From tests/conftest.py: one Recorder per session; the secret scan writes into a fresh folder."""
+    if "DEVOPS_RELIABILITY_FIGURES" not in os.environ:
+        os.environ["DEVOPS_RELIABILITY_FIGURES"] = tempfile.mkdtemp(prefix="devops-rel-figures-")
+    verbose = os.environ.get("DEVOPS_RELIABILITY_VERBOSE") == "1"
+    recorder = Recorder(Path(os.environ["DEVOPS_RELIABILITY_FIGURES"]), verbose=verbose)
+    config.pluginmanager.register(recorder, "devops-reliability-figures")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print the item -> test mapping only")
     parser.add_argument("--only-reliability", action="store_true", help="run tests/reliability only")
-    args = parser.parse_args(argv)
+    args, pytest_args = parser.parse_known_args(argv)
     catalogue = items()
     if args.list:
         for item in catalogue:
@@ -65,61 +140,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    note: {item.note}")
         return 0
 
-    figures_dir = Path(tempfile.mkdtemp(prefix="devops-rel-figures-"))
-    os.environ["DEVOPS_RELIABILITY_FIGURES"] = str(figures_dir)
     nodes = sorted({n for item in catalogue for n in item.nodes})
     if args.only_reliability:
         nodes = [n for n in nodes if n.startswith("tests/reliability")]
     import pytest
 
-    recorder = Recorder()
-    pytest.main(
-        ["-q", "-p", "no:cacheprovider", "--show-capture=no", "--tb=line", *nodes], plugins=[recorder]
-    )
-
-    print("\n=== reliability figures ===")
-    totals: dict[str, dict[str, int]] = {}
-    lines = []
-    for item in catalogue:
-        outcome, seen = item_outcome(item, recorder.outcomes)
-        totals.setdefault(item.category, {}).setdefault(outcome, 0)
-        totals[item.category][outcome] += 1
-        lines.append(
-            f"  {outcome:9} [{item.category}] {item.name}" + (f"  ({item.note})" if item.note else "")
-        )
-        for node in item.nodes:
-            lines.append(f"              {node}")
-    print("\n".join(lines))
-
-    def count(cat: str, *what: str) -> int:
-        return sum(totals.get(cat, {}).get(w, 0) for w in what)
-
-    scan_file = figures_dir / "devops-flows-secret-scan.json"
-    scan = json.loads(scan_file.read_text()) if scan_file.exists() else None
-    faults_tried = count("fault", "passed", "failed", "known-gap")
-    print(
-        f"\nfaults: {count('fault', *totals.get('fault', {}))} listed, {faults_tried} tried, "
-        f"{count('fault', 'passed')} survived, {count('fault', 'failed')} failed, "
-        f"{count('fault', 'known-gap')} known gaps, {count('fault', 'not-run', 'skipped')} not run"
-    )
-    bad_tried = count("bad-input", "passed", "failed", "known-gap")
-    print(
-        f"bad inputs: {bad_tried} tried, {count('bad-input', 'passed')} rejected before any side effect, "
-        f"{count('bad-input', 'known-gap')} known gaps (accepted or wrong error), "
-        f"{count('bad-input', 'failed')} failed"
-    )
-    if scan:
-        print(
-            f"secrets: {scan['places_scanned']} places scanned ({scan['argv_samples']} distinct argv), "
-            f"{scan['occurrences']} occurrences found (must be 0)"
-        )
-        for where in scan["where"]:
-            print(f"  LEAK {where}")
-    else:
-        print("secrets: the pipeline scan did not run")
-    leaked = bool(scan and scan["occurrences"])
-    failed = any(t.get("failed") for t in totals.values())
-    return 1 if leaked or failed or scan is None else 0
+    os.environ["DEVOPS_RELIABILITY_VERBOSE"] = "1"
+    os.environ["DEVOPS_RELIABILITY_FIGURES"] = tempfile.mkdtemp(prefix="devops-rel-figures-")
+    code = pytest.main(["-q", "-p", "no:cacheprovider", "-rfE", "--tb=short", *pytest_args, *nodes])
+    return 0 if code == 0 else 1
 
 
 if __name__ == "__main__":

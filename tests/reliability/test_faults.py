@@ -62,7 +62,11 @@ def _aws_block(endpoint: str, uid: str) -> str:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
         region_name="eu-central-1",
-        aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
+        # One retry per request (boto3 and Packer's max_retries): a stopped moto fails in seconds, not
+        # after the SDKs' default back-off of ~50 s per attempt of the retried task.
+        aws_client_parameters=AwsClientParameters(
+            endpoint_url=endpoint, config={"retries": {"max_attempts": 2, "mode": "standard"}}
+        ),
     ).save(name, overwrite=True)
     return name
 

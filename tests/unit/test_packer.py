@@ -63,3 +63,16 @@ def test_var_files_must_be_objects_without_reserved_keys(tmp_path):
 def test_ami_name_carries_the_content_hash():
     name = packer.ami_name({"hostname": "xwiki", "os_name": "ubuntu18.04"}, "ab" * 32)
     assert name == "xwiki_ubuntu18.04_" + "ab" * 6
+
+
+def test_packer_max_retries_follows_the_aws_block_retry_setting() -> None:
+    from blocks import AwsClientParameters, AwsCredentials
+    from tasks.packer import _max_retries
+
+    def block(config: dict | None) -> AwsCredentials:
+        return AwsCredentials(region_name="eu-central-1", aws_client_parameters=AwsClientParameters(config=config))
+
+    assert _max_retries(block(None)) == ""  # Packer's own default
+    assert _max_retries(block({"retries": {"max_attempts": 4}})) == "3"
+    assert _max_retries(block({"retries": {"max_attempts": 1}})) == "1"  # Packer reads 0 as its default
+    assert "aws_max_retries" in packer.RESERVED

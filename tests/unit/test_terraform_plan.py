@@ -53,3 +53,30 @@ def test_a_lock_of_another_user_or_host_is_never_stale():
     assert tf.stale_lock_reason(tf.LockInfo(id="", who=tf.this_holder()), "no/such/stack", "k") is None
     mine = tf.LockInfo(id="1", who=tf.this_holder())
     assert "holder is dead" in tf.stale_lock_reason(mine, "no/such/stack-for-test", "k")
+
+
+def test_fingerprint_follows_files_variables_and_context(tmp_path):
+    (tmp_path / "stack").mkdir()
+    (tmp_path / "stack" / "main.tf").write_text('variable "x" {}\n')
+    (tmp_path / "stack" / ".terraform").mkdir()
+    base = tf.stack_fingerprint("stack", {"x": "1"}, {"key": "k"}, base=tmp_path)
+    assert base == tf.stack_fingerprint("stack", {"x": "1"}, {"key": "k"}, base=tmp_path)
+    (tmp_path / "stack" / ".terraform" / "junk").write_text("providers, not config")
+    (tmp_path / "stack" / "terraform.tfstate").write_text("{}")
+    assert tf.stack_fingerprint("stack", {"x": "1"}, {"key": "k"}, base=tmp_path) == base
+    assert tf.stack_fingerprint("stack", {"x": "2"}, {"key": "k"}, base=tmp_path) != base
+    assert tf.stack_fingerprint("stack", {"x": "1"}, {"key": "other"}, base=tmp_path) != base
+    (tmp_path / "stack" / "main.tf").write_text('variable "x" { default = "1" }\n')
+    assert tf.stack_fingerprint("stack", {"x": "1"}, {"key": "k"}, base=tmp_path) != base
+
+
+def test_converged_needs_the_same_fingerprint_and_the_same_state():
+    head = tf.state_head(b'{"version": 4, "lineage": "L", "serial": 7, "outputs": {"id": {"value": "sg-1"}}}')
+    assert head is not None and head.outputs["id"].value == "sg-1"
+    record = tf.ConvergedRecord(fingerprint="f", lineage="L", serial=7)
+    assert tf.is_converged(record, "f", head)
+    assert not tf.is_converged(record, "g", head)  # other inputs
+    assert not tf.is_converged(record.model_copy(update={"serial": 6}), "f", head)  # state written since
+    assert not tf.is_converged(record.model_copy(update={"lineage": "M"}), "f", head)  # another state
+    assert not tf.is_converged(None, "f", head) and not tf.is_converged(record, "f", None)
+    assert tf.state_head(b"not json") is None and tf.state_head(b"{}") is None and tf.state_head(None) is None
