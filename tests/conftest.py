@@ -21,7 +21,11 @@ import pytest
 
 from tools.settings import REPO_ROOT, apply_env, load_env
 
-TEST_LABEL = "devops-flows.test"
+# One label key per pytest process (an xdist worker has its own), so a session that ends removes only what
+# it created, never the containers of a session still running next to it.
+TEST_LABEL = "devops-flows.test" + (
+    f".{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
+)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
@@ -48,6 +52,29 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.reliability import figures
 
     figures.register(config)  # the reliability figures in the summary of any run of catalogue tests
+
+
+# The longest files first (minutes each in CI), so two xdist workers (--dist loadfile: a file per worker at
+# a time) end together instead of one finishing a long file alone; the rest keep their collection order.
+LONGEST_FIRST = (
+    "tests/reliability/test_faults.py",
+    "tests/e2e/test_scale_out.py",
+    "tests/e2e/test_rollout.py",
+    "tests/e2e/test_worker_image.py",
+    "tests/test_bench_quick.py",
+    "tests/e2e/test_approval.py",
+    "tests/integration/test_terraform.py",
+    "tests/reliability/test_secret_hygiene.py",
+    "tests/e2e/test_release.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: a file's tests keep their order
 
 
 def wait_http(url: str, seconds: float) -> None:

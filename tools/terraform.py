@@ -330,7 +330,8 @@ class TerraformProcess(BaseModel):
 def live_terraform_processes(stack: str, proc: Path = Path("/proc")) -> list[TerraformProcess]:
     """Every live `terraform` process on this host whose working directory is a copy of `stack`
     (`.../<stack>`, e.g. a flow's private workspace or infra/terraform itself). Zombies do not count;
-    a process whose directory cannot be read counts (it might be one)."""
+    a process whose directory cannot be read counts (it might be one). Its state key comes from the
+    directory's backend (`.terraform/terraform.tfstate`) or, during `init`, from its command line."""
     suffix = "/" + stack.strip("/")
     found = []
     for entry in proc.iterdir() if proc.is_dir() else []:
@@ -355,7 +356,8 @@ def live_terraform_processes(stack: str, proc: Path = Path("/proc")) -> list[Ter
             backend = json.loads((entry / "cwd" / ".terraform" / "terraform.tfstate").read_text())
             key = ((backend.get("backend") or {}).get("config") or {}).get("key")
         except (OSError, ValueError, AttributeError):
-            pass
+            # not initialised yet: an `init` names its key on its command line (-backend-config=key=...)
+            key = next((a.split("=", 2)[2] for a in argv if a.startswith("-backend-config=key=")), None)
         found.append(TerraformProcess(pid=int(entry.name), cwd=cwd, argv=argv, state_key=key))
     return found
 

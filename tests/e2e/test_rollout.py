@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
 import boto3
 import pytest
 
-from blocks import AWS_BLOCK, TerraformBackend
+from blocks import AWS_BLOCK
 from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.terraform import destroy_now
-from tests.conftest import REPO_ROOT, read_flow_run_logs
 from tools.errors import RolloutFailed
 
 pytestmark = pytest.mark.e2e
@@ -122,95 +117,3 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
     ec2.delete_launch_template(LaunchTemplateId=lt["LaunchTemplate"]["LaunchTemplateId"])
     remaining = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}
     assert not remaining & set(snapshots)
-
-
-_KILLED_RUN = """
-import sys
-from flows.rollout import RolloutRequest, ami_rollout
-ami_rollout(RolloutRequest.model_validate_json(sys.argv[1]), sys.argv[2], sys.argv[3])
-"""
-
-
-def _child_flow_run_ids(parent_id):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]))
-        )
-    return [r.id for r in runs]
-
-
-def test_a_rollout_killed_mid_apply_converges_on_the_next_run(backend_block, ec2, sandbox_env, workdir):
-    """SIGKILL the flow process and Terraform's process group while `terraform apply` holds the S3 lock
-    (after the launch template changed): the next run releases the dead run's lock and converges."""
-    from tools import terraform as tf
-
-    name = f"xwiki-kill-{uuid.uuid4().hex[:8]}"
-    env_tag = f"e2e-kill-{uuid.uuid4().hex[:6]}"
-    backend = TerraformBackend.load(backend_block)
-    state_key = f"{backend.key_prefix}{STACK}/terraform.tfstate"
-    s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
-    request = RolloutRequest(bake=BakeSpec(host="xwiki", environment=env_tag), stack=STACK,
-                             variables={"name": name})
-    try:
-        first = ami_rollout(request, backend_block, AWS_BLOCK)
-        lt_id = first.verified.launch_template_id
-        wanted = request.model_copy(update={"bake": BakeSpec(host="xwiki", environment=env_tag + "-b")})
-        held = wanted.model_copy(update={"variables": {"name": name, "apply_hold_seconds": "600"}})
-        log = open(workdir / "killed.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(  # the run that dies, as a flow process on a dead host would
-            [sys.executable, "-c", _KILLED_RUN, held.model_dump_json(), backend_block, AWS_BLOCK],
-            cwd=REPO_ROOT, env=os.environ.copy(), stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 300
-            holder = None
-            while holder is None:
-                assert proc.poll() is None, (workdir / "killed.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "terraform apply never got past the launch template"
-                time.sleep(0.5)
-                applying = [p for p in tf.live_terraform_processes(STACK)
-                            if p.state_key == state_key and "apply" in p.argv]
-                if applying and len(_lt_versions(ec2, lt_id)) == 2 and _lock(s3, backend, state_key):
-                    holder = applying[0]
-            os.killpg(os.getpgid(holder.pid), signal.SIGKILL)
-            proc.kill()
-        finally:
-            proc.kill()
-            proc.wait(timeout=60)
-            log.close()
-        deadline = time.monotonic() + 60
-        while any(p.pid == holder.pid for p in tf.live_terraform_processes(STACK)):
-            assert time.monotonic() < deadline, "the killed terraform is still alive"
-            time.sleep(0.5)
-        stale = _lock(s3, backend, state_key)
-        assert stale is not None and stale.who == tf.this_holder()  # the dead run's lock is left behind
-
-        state = ami_rollout(wanted, backend_block, AWS_BLOCK, return_state=True)
-        assert state.is_completed(), state
-        result = state.result()
-        ami2 = result.bake.ami_id
-        assert result.bake.reused  # the killed run had baked it: no second AMI for the same content
-        assert _amis_with_hash(ec2, result.bake.content_hash) == [ami2]
-        assert result.verified.latest_image_id == ami2
-        assert _lt_versions(ec2, lt_id)[result.verified.latest_version] == ami2
-        autoscaling = boto3.client("autoscaling", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
-        group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
-        assert group["LaunchTemplate"]["LaunchTemplateId"] == lt_id
-        assert _lock(s3, backend, state_key) is None
-        messages = [m for run in _child_flow_run_ids(state.state_details.flow_run_id)
-                    for m in read_flow_run_logs(run)]
-        released = [m for m in messages if m.startswith("releasing stale state lock")]
-        assert released and stale.id in released[0] and stale.who in released[0], messages[-30:]
-    finally:
-        destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
-
-
-def _lock(s3, backend, state_key):
-    from tools import aws as aws_tool
-    from tools import terraform as tf
-
-    raw = aws_tool.read_object(s3, backend.bucket, f"{state_key}.tflock")
-    return tf.lock_from_json(raw) if raw is not None else None

@@ -92,7 +92,7 @@ FAULTS = [
         "flow process SIGKILLed mid-rollout (during terraform apply): next run converges",
         (
             f"{REL}/test_faults.py::test_rollout_cancelled_mid_bake_then_killed_mid_apply_then_converges",
-            "tests/e2e/test_scale_out.py::test_a_dead_worker_host_crashes_its_run_and_a_rerun_converges",
+            "tests/e2e/test_scale_out.py::test_a_dead_worker_host_crashes_its_rollout_and_a_rerun_converges",
         ),
     ),
     Item(

@@ -20,7 +20,7 @@ from tests.sshd import free_port, wait_http_ok
 from tools.sandbox import docker_ping, restart_docker
 from tools.settings import state_dir
 
-pytestmark = pytest.mark.reliability
+pytestmark = [pytest.mark.reliability, pytest.mark.exclusive]  # restarts the shared engine
 
 
 def engine_is_ours() -> bool:

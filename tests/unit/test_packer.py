@@ -70,7 +70,8 @@ def test_packer_max_retries_follows_the_aws_block_retry_setting() -> None:
     from tasks.packer import _max_retries
 
     def block(config: dict | None) -> AwsCredentials:
-        return AwsCredentials(region_name="eu-central-1", aws_client_parameters=AwsClientParameters(config=config))
+        params = AwsClientParameters(config=config)
+        return AwsCredentials(region_name="eu-central-1", aws_client_parameters=params)
 
     assert _max_retries(block(None)) == ""  # Packer's own default
     assert _max_retries(block({"retries": {"max_attempts": 4}})) == "3"

@@ -6,12 +6,21 @@ from tools import terraform as tf
 
 SHOW = {
     "resource_changes": [
-        {"address": "aws_launch_template.xwiki-lt", "type": "aws_launch_template",
-         "change": {"actions": ["update"], "before": {"image_id": "ami-1", "name": "lt"},
-                    "after": {"image_id": "ami-2", "name": "lt"}, "after_unknown": {"latest_version": True}}},
+        {
+            "address": "aws_launch_template.xwiki-lt",
+            "type": "aws_launch_template",
+            "change": {
+                "actions": ["update"],
+                "before": {"image_id": "ami-1", "name": "lt"},
+                "after": {"image_id": "ami-2", "name": "lt"},
+                "after_unknown": {"latest_version": True},
+            },
+        },
         {"address": "data.aws_vpc.default", "change": {"actions": ["read"]}},
-        {"address": "aws_security_group.x", "change": {"actions": ["delete", "create"], "before": {"d": "a"},
-                                                       "after": {"d": "b"}}},
+        {
+            "address": "aws_security_group.x",
+            "change": {"actions": ["delete", "create"], "before": {"d": "a"}, "after": {"d": "b"}},
+        },
     ]
 }
 
@@ -32,16 +41,26 @@ def test_no_changes():
 
 
 def test_lock_info_is_parsed():
-    tail = ["Error: Error acquiring the state lock", "", "Lock Info:", "  ID:        8a1b-2c", "  Path: b/k",
-            "  Operation: OperationTypeApply", "  Who:       root@host", "  Created:   2026-01-01"]
+    tail = [
+        "Error: Error acquiring the state lock",
+        "",
+        "Lock Info:",
+        "  ID:        8a1b-2c",
+        "  Path: b/k",
+        "  Operation: OperationTypeApply",
+        "  Who:       root@host",
+        "  Created:   2026-01-01",
+    ]
     info = tf.parse_lock_info(tail)
     assert info.id == "8a1b-2c" and info.who == "root@host" and info.operation == "OperationTypeApply"
     assert tf.parse_lock_info(["Error: something else"]) is None
 
 
 def test_lock_object_from_s3_is_parsed():
-    raw = ('{"ID":"6f1c-9a","Operation":"OperationTypeApply","Info":"","Who":"root@vm",'
-           '"Version":"1.11.4","Created":"2026-12-01T18:00:00Z","Path":"b/k"}')
+    raw = (
+        '{"ID":"6f1c-9a","Operation":"OperationTypeApply","Info":"","Who":"root@vm",'
+        '"Version":"1.11.4","Created":"2026-12-01T18:00:00Z","Path":"b/k"}'
+    )
     lock = tf.lock_from_json(raw)
     assert (lock.id, lock.who, lock.operation) == ("6f1c-9a", "root@vm", "OperationTypeApply")
     assert tf.lock_from_json("not json") is None and tf.lock_from_json("[1]") is None
@@ -80,3 +99,22 @@ def test_converged_needs_the_same_fingerprint_and_the_same_state():
     assert not tf.is_converged(record.model_copy(update={"lineage": "M"}), "f", head)  # another state
     assert not tf.is_converged(None, "f", head) and not tf.is_converged(record, "f", None)
     assert tf.state_head(b"not json") is None and tf.state_head(b"{}") is None and tf.state_head(None) is None
+
+
+def test_an_init_in_progress_is_known_by_the_key_on_its_command_line(tmp_path):
+    """A terraform process not initialised yet (no .terraform/terraform.tfstate) is matched to a state by
+    the `-backend-config=key=...` of its `init`; without one it counts for every state of the stack."""
+    stack_dir = tmp_path / "ws" / "terraform" / "x" / "stack"
+    stack_dir.mkdir(parents=True)
+    proc = tmp_path / "proc"
+    for pid, argv in (
+        (101, ["terraform", "init", "-backend-config=key=tests/a/x/stack.tfstate"]),
+        (102, ["terraform", "plan"]),
+    ):
+        entry = proc / str(pid)
+        entry.mkdir(parents=True)
+        (entry / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+        (entry / "stat").write_text(f"{pid} (terraform) S 1 1")
+        (entry / "cwd").symlink_to(stack_dir)
+    found = {p.pid: p.state_key for p in tf.live_terraform_processes("x/stack", proc=proc)}
+    assert found == {101: "tests/a/x/stack.tfstate", 102: None}
