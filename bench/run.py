@@ -1,6 +1,7 @@
 """The benchmark: our flows against plain bash (the article's jobs), on the sandbox.  `scripts/bench`
 
     scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory]
+    scripts/bench --profile     a full and a no-change ami-rollout under pyinstrument (bench/results/)
 
 Every flow run starts in a fresh Python process (`bench.flowrun`), as a served deployment runs it, so
 the figures include interpreter start, Prefect import and its API calls. The two sides of a comparison
@@ -175,11 +176,15 @@ class BenchError(RuntimeError):
     pass
 
 
-def run_flow(services: Services, kind: str, params: dict[str, Any], timeout: float = 900) -> Run:
-    """One flow run in a fresh process; its wall time and its BENCH_RESULT phases."""
+def run_flow(
+    services: Services, kind: str, params: dict[str, Any], timeout: float = 900, profile: Path | None = None
+) -> Run:
+    """One flow run in a fresh process; its wall time and its BENCH_RESULT phases. With `profile`, under
+    pyinstrument (a statistical profiler: its text report goes to that file; the times are not figures)."""
+    profiler = ["-m", "pyinstrument", "--renderer", "text", "--outfile", str(profile)] if profile else []
     start = time.monotonic()
     proc = subprocess.run(  # noqa: S603 - argv list
-        [sys.executable, "-m", "bench.flowrun", kind, json.dumps(params)],
+        [sys.executable, *profiler, "-m", "bench.flowrun", kind, json.dumps(params)],
         cwd=REPO_ROOT,
         env={**os.environ, **services.env},
         capture_output=True,
@@ -295,6 +300,27 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
     report.phases += ["### Where the time goes: AMI rollout", ""]
     report.phases += _phase_table("Full rollout (flow)", full_runs)
     report.phases += _phase_table("No-change rollout (flow)", same_runs)
+
+
+def profile_rollout(services: Services, out_dir: Path) -> list[Path]:
+    """A full and a no-change ami-rollout under pyinstrument (after a warm-up, so the full one is an update
+    as in comparison 1): where the flow process spends its time besides waiting for Packer and Terraform."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"bench-profile-{services.run_id}"
+
+    def params(env_tag: str) -> dict[str, Any]:
+        return {
+            "request": {"bake": {"host": "xwiki", "environment": env_tag}, "stack": STACK,
+                        "variables": {"name": name}},
+            "backend_block": TF_BACKEND_BLOCK,
+        }
+
+    run_flow(services, "rollout", params(tag("warm")))
+    env_tag = tag("profile")
+    full, same = out_dir / "profile-rollout-full.txt", out_dir / "profile-rollout-no-change.txt"
+    run_flow(services, "rollout", params(env_tag), profile=full)
+    run_flow(services, "rollout", params(env_tag), profile=same)
+    return [full, same]
 
 
 # --- 3: fan-out of bakes ---------------------------------------------------------------------------
@@ -599,6 +625,19 @@ def render(report: Report, info: list[str], args: argparse.Namespace, seconds: f
     return "\n".join(parts)
 
 
+def _profile(out_dir: Path) -> int:
+    services = Services()
+    try:
+        print(f"[bench] profiling ami-rollout (private services under {services.home})", flush=True)
+        services.start()
+        reports = profile_rollout(services, out_dir)
+    finally:
+        services.stop()
+    for report in reports:
+        print(f"[bench] pyinstrument report: {report}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -606,7 +645,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated subset")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.md")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="no figures: profile a full and a no-change ami-rollout with pyinstrument (bench/results/)",
+    )
     args = parser.parse_args(argv)
+    if args.profile:
+        return _profile(args.output.parent)
     if args.quick:
         args.reps = 1
     chosen = [c.strip() for c in args.only.split(",") if c.strip()]

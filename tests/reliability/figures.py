@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -153,12 +154,22 @@ def main(argv: list[str] | None = None) -> int:
     nodes = sorted({n for item in catalogue for n in item.nodes})
     if args.only_reliability:
         nodes = [n for n in nodes if n.startswith("tests/reliability")]
-    import pytest
-
-    os.environ["DEVOPS_RELIABILITY_VERBOSE"] = "1"
-    os.environ["DEVOPS_RELIABILITY_FIGURES"] = tempfile.mkdtemp(prefix="devops-rel-figures-")
-    code = pytest.main(["-q", "-p", "no:cacheprovider", "-rfE", "--tb=short", *pytest_args, *nodes])
-    return 0 if code == 0 else 1
+    env = {
+        **os.environ,
+        "DEVOPS_RELIABILITY_VERBOSE": "1",
+        "DEVOPS_RELIABILITY_FIGURES": tempfile.mkdtemp(prefix="devops-rel-figures-"),
+    }
+    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", "--tb=short"]
+    # as scripts/test does: two xdist workers, then the exclusive tests alone (their summary has it all)
+    phases = [
+        ["-n", os.environ.get("DEVOPS_TEST_WORKERS", "2"), "--dist", "loadfile", "-m", "not exclusive"],
+        ["-m", "exclusive"],
+    ]
+    codes = []
+    for index, phase in enumerate(phases):
+        defer = {"DEVOPS_RELIABILITY_DEFER": "1"} if index < len(phases) - 1 else {}
+        codes.append(subprocess.run([*base, *phase, *pytest_args, *nodes], env={**env, **defer}).returncode)  # noqa: S603
+    return 0 if all(code in (0, 5) for code in codes) and any(code == 0 for code in codes) else 1
 
 
 if __name__ == "__main__":
