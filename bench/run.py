@@ -477,11 +477,11 @@ def _remove_containers(client) -> None:  # noqa: ANN001
 
 
 def _remove_bench_images(client, registry: str) -> None:  # noqa: ANN001
-    for image in client.images.list():
-        names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]  # deploys pull by digest
+    for image in client.api.images():  # no inspect of each: other users of the engine remove theirs
+        names = [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]  # deploys pull by digest
         if any(t.startswith((f"{registry}/bench/", "bench/")) for t in names):
             try:
-                client.images.remove(image.id, force=True)
+                client.images.remove(image["Id"], force=True)
             except Exception:  # noqa: BLE001 - in use by a container being removed: next time
                 pass
 

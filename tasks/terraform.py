@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
 from tools import aws as aws_tool
 from tools import terraform as tf
-from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
+from tools.errors import AwsError, ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
 from tools.redact import register_secret
 from tools.terraform import ConvergedRecord, LockInfo, OutputValue, PlanSummary, Workspace
@@ -121,19 +121,17 @@ def converged_outputs(
     backend) were applied last, no lock is held, and the state is the one that apply left. None otherwise,
     and the caller plans as usual. Changes made outside Terraform are not seen here: detect-drift plans."""
     s3, backend, key = _state_bucket(backend_block, aws_block, stack)
-    if aws_tool.read_object(s3, backend.bucket, f"{key}.tflock") is not None:
-        return None
-    raw_record = aws_tool.read_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX)
-    if raw_record is None:
-        return None
     try:
+        if aws_tool.read_object(s3, backend.bucket, f"{key}.tflock") is not None:
+            return None
+        raw_record = aws_tool.read_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX)
+        if raw_record is None:
+            return None
         record = ConvergedRecord.model_validate_json(raw_record)
-    except ValueError:
-        default_logger().warning(
-            "s3://%s/%s%s is unreadable: planning", backend.bucket, key, tf.CONVERGED_SUFFIX
-        )
+        head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
+    except (AwsError, ValueError) as exc:  # a plan decides then (and reports an unreachable backend)
+        default_logger().warning("converged check of %s skipped: %s", stack, exc)
         return None
-    head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
     fingerprint = _fingerprint(stack, variables or {}, backend, aws_block)
     if head is None or not tf.is_converged(record, fingerprint, head):
         return None
@@ -151,17 +149,22 @@ def record_converged(
     from prefect.runtime import flow_run
 
     s3, backend, key = _state_bucket(backend_block, aws_block, stack)
-    head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
-    if head is None:
+    try:
+        head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
+        if head is None:
+            return None
+        record = ConvergedRecord(
+            fingerprint=_fingerprint(stack, variables or {}, backend, aws_block),
+            lineage=head.lineage,
+            serial=head.serial,
+            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            flow_run=str(flow_run.id or ""),
+        )
+        body = record.model_dump_json().encode()
+        aws_tool.write_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX, body)
+    except AwsError as exc:  # the apply is done; without a record the next run plans
+        default_logger().warning("could not record %s as converged: %s", stack, exc)
         return None
-    record = ConvergedRecord(
-        fingerprint=_fingerprint(stack, variables or {}, backend, aws_block),
-        lineage=head.lineage,
-        serial=head.serial,
-        recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        flow_run=str(flow_run.id or ""),
-    )
-    aws_tool.write_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX, record.model_dump_json().encode())
     return record
 
 

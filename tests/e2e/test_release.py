@@ -132,10 +132,10 @@ def deploy_artifact(key: str) -> str:
 def cleanup_images(docker_client):
     repositories: list[str] = []
     yield repositories
-    for image in docker_client.images.list():
-        if any(tag.rpartition(":")[0] in repositories for tag in image.tags):
+    for image in docker_client.api.images():  # no inspect of each: other tests remove theirs meanwhile
+        if any(tag.rpartition(":")[0] in repositories for tag in image.get("RepoTags") or []):
             try:
-                docker_client.images.remove(image.id, force=True)
+                docker_client.images.remove(image["Id"], force=True)
             except Exception:  # noqa: BLE001 - still used by a running test container: fine
                 pass
 

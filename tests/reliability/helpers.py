@@ -248,27 +248,6 @@ def sandbox_catalog() -> list[str]:
     return registry_catalog(env["DEVOPS_REGISTRY"], token)
 
 
-# --- side effects -----------------------------------------------------------------------------------
-def side_effects(docker_client, s3=None, ec2=None, bucket: str | None = None) -> dict[str, object]:  # noqa: ANN001
-    """What a rejected input must not change: containers, images, volumes, registry, AMIs, state objects."""
-    snap: dict[str, object] = {
-        "containers": sorted(c.id for c in docker_client.containers.list(all=True)),
-        "images": sorted(i.id for i in docker_client.images.list(all=True)),
-        "volumes": sorted(v.name for v in docker_client.volumes.list()),
-        "registry": sorted(sandbox_catalog()),
-    }
-    if ec2 is not None:
-        snap["amis"] = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"])
-        snap["launch_templates"] = sorted(
-            t["LaunchTemplateId"] for t in ec2.describe_launch_templates()["LaunchTemplates"]
-        )
-    if s3 is not None and bucket:
-        keys: list[str] = []
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-        snap["state_objects"] = sorted(keys)
-    return snap
-
 
 def diff(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
     """Only what was ADDED (other helpers' parallel tests may remove things; we must not add)."""

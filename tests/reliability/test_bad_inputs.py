@@ -263,12 +263,14 @@ KNOWN_GAPS: dict[str, str] = {}
 def _marked(uid: str, docker_client, ec2, s3, bucket: str) -> dict[str, list[str]]:  # noqa: ANN001
     """Everything that carries the case's marker, or a tool process started below this process."""
     found: dict[str, list[str]] = {
+        # the list calls only (no inspect of each): the other xdist worker removes its own meanwhile
         "containers": [
-            c.name
-            for c in docker_client.containers.list(all=True)
-            if uid in c.name or c.labels.get("devops-flows.rel") == uid
+            name
+            for c in docker_client.api.containers(all=True)
+            for name in c.get("Names") or []
+            if uid in name or (c.get("Labels") or {}).get("devops-flows.rel") == uid
         ],
-        "images": [t for i in docker_client.images.list() for t in i.tags if uid in t],
+        "images": [t for i in docker_client.api.images() for t in i.get("RepoTags") or [] if uid in t],
         "volumes": [v.name for v in docker_client.volumes.list() if uid in v.name],
         "registry": [r for r in sandbox_catalog() if uid in r],
         "amis": [
@@ -373,7 +375,7 @@ def test_var_file_error_is_rejected_naming_the_file(label: str, text: str, tmp_p
         packer.merge_layers(files, {"mode": "build"})
 
 
-def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws) -> None:  # noqa: ANN001
+def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws, docker_client) -> None:  # noqa: ANN001
     """ami-rollout with an unknown stack or variable must fail before Packer starts (no AMI)."""
     from flows.rollout import ami_rollout
 
@@ -389,21 +391,9 @@ def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws) -> None:  # no
             return_state=True,
         )
     exc = _rejected(state)
-    marked = _marked(ctx.uid, docker_client=_NoDocker(), ec2=ec2, s3=s3, bucket=bucket)
+    marked = _marked(ctx.uid, docker_client=docker_client, ec2=ec2, s3=s3, bucket=bucket)
     for ami in marked.get("amis", []):
         ec2.deregister_image(ImageId=ami)
     assert isinstance(exc, InvalidInput) and "valid stacks" in str(exc), repr(exc)
     assert not [a for a in sampler.tools_seen if Path(a[0]).name == "packer"], "packer ran before validation"
     assert marked == {}
-
-
-class _NoDocker:
-    """The rollout starts no container; a stand-in so _marked skips Docker for it."""
-
-    class _Empty:
-        def list(self, **_kw) -> list:  # noqa: ANN003
-            return []
-
-    containers = images = volumes = _Empty()
-
-
