@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,15 @@ def _scan(texts: dict[str, str], tokens: dict[str, str]) -> list[str]:
     ]
 
 
+def _walk(root: Path, skip_under: tuple[Path, ...]) -> Iterator[Path]:
+    """Every file under root, skip_under pruned; a directory that vanishes meanwhile (the other test
+    worker's temp dir) is skipped, not an error."""
+    for parent, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not any(Path(parent, d).is_relative_to(u) for u in skip_under)]
+        for name in files:
+            yield Path(parent, name)
+
+
 def _files_since(
     roots: list[Path], since: float, skip: set[Path], skip_under: tuple[Path, ...] = ()
 ) -> dict[str, str]:
@@ -92,7 +102,7 @@ def _files_since(
     for root in roots:
         if not root.exists():
             continue
-        for path in [root] if root.is_file() else root.rglob("*"):
+        for path in [root] if root.is_file() else _walk(root, skip_under):
             try:
                 if any(path.is_relative_to(under) for under in skip_under):
                     continue
