@@ -95,6 +95,7 @@ def deploy_app(params: DeployParams) -> DeployResult:
         ports=[f"{p.host_ip}:{p.host_port}->{p.docker_key()}" for p in params.ports],
         health=health,
         replaced=started["replaced"],
+        unchanged=started["unchanged"],
     )
     deploy_report(params, result)
     return result
@@ -142,6 +143,11 @@ class ReleaseParams(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict, title="Labels", description="On builder and app containers."
     )
+    force_redeploy: bool = Field(
+        default=False,
+        title="Replace even if up to date",
+        description="Replace the container even when it already runs this image with this configuration.",
+    )
 
     def build_params(self) -> BuildParams:
         return BuildParams(
@@ -182,6 +188,7 @@ class ReleaseParams(BaseModel):
             registry_block=self.registry_block,
             health=self.health,
             labels=self.labels,
+            force_redeploy=self.force_redeploy,
         )
 
     def check(self) -> None:

@@ -6,6 +6,7 @@ small pydantic result. Parameter models carry `check()`, which raises InvalidInp
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,6 +257,11 @@ class DeployParams(BaseModel):
     labels: dict[str, str] = Field(
         default_factory=dict, title="Labels", description="Extra container labels."
     )
+    force_redeploy: bool = Field(
+        default=False,
+        title="Replace even if up to date",
+        description="Replace the container even when it already runs this image with this configuration.",
+    )
 
     def check(self) -> None:
         if not _CONTAINER_NAME.fullmatch(self.app_name) or ".." in self.app_name:
@@ -307,6 +313,7 @@ class DeployResult(BaseModel):
     ports: list[str]
     health: HealthResult
     replaced: list[str] = Field(default_factory=list, description="ids of the containers removed")
+    unchanged: bool = Field(default=False, description="the container already ran this image and config")
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -404,11 +411,16 @@ def build_app_image(
     labels = {
         "org.opencontainers.image.title": project.name,
         "org.opencontainers.image.version": project.version,
-        "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    revision = sbt.git_revision(workspace)
-    if revision:
-        labels["org.opencontainers.image.revision"] = revision
+    # Reproducible: `created` is the commit's time (or SOURCE_DATE_EPOCH), never the build's, so an
+    # unchanged app hits the layer cache through to the same image and its deploy is left running.
+    head = sbt.git_head(workspace)
+    if head:
+        labels["org.opencontainers.image.revision"] = head.revision
+        labels["org.opencontainers.image.created"] = head.committed
+    elif os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
+        created = datetime.fromtimestamp(int(os.environ["SOURCE_DATE_EPOCH"]), UTC)
+        labels["org.opencontainers.image.created"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
     client = _client(params.docker_host_block)
     try:
         return engine.build_image(
@@ -462,7 +474,9 @@ def push_image(built: engine.BuiltImage, docker_host_block: str, registry_block:
 def replace_container(params: DeployParams) -> dict:
     """Pull by digest, remove the containers named exactly app_name, run the new one detached.
 
-    The previous container's configuration goes into the transaction; the rollback hook recreates it.
+    A container that already runs this image with this configuration (and is not unhealthy) is left
+    alone, as `docker compose up` does, unless force_redeploy. The previous container's configuration
+    goes into the transaction; the rollback hook recreates it.
     """
     logger = get_run_logger()
     txn = get_transaction()
@@ -474,13 +488,6 @@ def replace_container(params: DeployParams) -> dict:
             engine.login(client, auth)
         image_id = engine.pull(client, params.image_reference, auth, logger=logger)
         old = engine.find_exact(client, params.app_name)
-        snapshots = [engine.snapshot(c) for c in old]
-        if txn is not None:
-            txn.set("docker_host_block", params.docker_host_block)
-            txn.set("previous", [s.__dict__ for s in snapshots[:1]])
-        for container in old:
-            logger.info("stopping and removing %s (%s)", container.name, container.id[:12])
-            engine.remove_container(client, container.id, logger)
         repo, digest = engine.split_reference(params.image_reference)
         spec = engine.ContainerRun(
             image=params.image_reference,
@@ -497,6 +504,25 @@ def replace_container(params: DeployParams) -> dict:
             },
             restart_policy={"Name": "always"},
         )
+        if len(old) == 1 and not params.force_redeploy:
+            why = engine.difference(client, old[0], spec, image_id)
+            if why is None:
+                logger.info(
+                    "%s (%s) already runs %s with this configuration: left running (force_redeploy "
+                    "replaces it)",
+                    params.app_name,
+                    old[0].id[:12],
+                    digest,
+                )
+                return {"container_id": old[0].id, "replaced": [], "image_id": image_id, "unchanged": True}
+            logger.info("replacing %s (%s): %s", params.app_name, old[0].id[:12], why)
+        snapshots = [engine.snapshot(c) for c in old]
+        if txn is not None:
+            txn.set("docker_host_block", params.docker_host_block)
+            txn.set("previous", [s.__dict__ for s in snapshots[:1]])
+        for container in old:
+            logger.info("stopping and removing %s (%s)", container.name, container.id[:12])
+            engine.remove_container(client, container.id, logger)
         try:
             container_id = engine.run_detached(client, spec, logger=logger)
         except Exception:
@@ -509,7 +535,8 @@ def replace_container(params: DeployParams) -> dict:
         logger.info(
             "started %s (%s) from %s (image %s)", params.app_name, container_id[:12], digest, image_id[:19]
         )
-        return {"container_id": container_id, "replaced": [c.id for c in old], "image_id": image_id}
+        replaced = [c.id for c in old]
+        return {"container_id": container_id, "replaced": replaced, "image_id": image_id, "unchanged": False}
     finally:
         client.close()
 
@@ -591,7 +618,8 @@ def deploy_report(params: DeployParams, result: DeployResult) -> None:
                 f"| health | {'healthy' if result.health.healthy else 'UNHEALTHY'} "
                 f"via {result.health.source}: "
                 f"{result.health.detail} ({result.health.seconds:.1f}s) |",
-                f"| replaced | {', '.join(c[:12] for c in result.replaced) or 'nothing'} |",
+                f"| replaced | {', '.join(c[:12] for c in result.replaced) or 'nothing'}"
+                f"{' (already up to date)' if result.unchanged else ''} |",
             ]
         ),
     )

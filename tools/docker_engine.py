@@ -531,6 +531,45 @@ def snapshot(container) -> ContainerSnapshot:  # noqa: ANN001
     )
 
 
+def _env(pairs: Sequence[str] | None) -> dict[str, str]:
+    return dict(p.split("=", 1) if "=" in p else (p, "") for p in pairs or [])
+
+
+def difference(client: docker.DockerClient, container, spec: ContainerRun, image_id: str) -> str | None:  # noqa: ANN001
+    """What keeps `container` from being what `spec` would start from image_id, or None: same image,
+    command, environment (the image's defaults under spec's), published ports, labels and restart policy,
+    and running, not unhealthy. Values are compared, never shown: the environment holds secrets."""
+    attrs = container.attrs
+    cfg, host, state = attrs.get("Config", {}), attrs.get("HostConfig", {}), attrs.get("State", {})
+    if attrs.get("Image") != image_id:
+        return f"it runs image {str(attrs.get('Image'))[:19]}, not {image_id[:19]}"
+    if not state.get("Running") or state.get("Restarting") or state.get("Paused"):
+        return f"it is {state.get('Status')}"
+    if (state.get("Health") or {}).get("Status") == "unhealthy":
+        return "it is unhealthy"
+    image_cfg = client.images.get(image_id).attrs.get("Config") or {}
+    if list(cfg.get("Cmd") or []) != list(spec.command or image_cfg.get("Cmd") or []):
+        return "its command differs"
+    want = {**_env(image_cfg.get("Env")), **spec.environment}
+    have = _env(cfg.get("Env"))
+    if have != want:
+        keys = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
+        return f"its environment differs in {keys}"
+    wanted_ports = {
+        key: sorted((ip or "0.0.0.0", int(port)) for ip, port in (v if isinstance(v, list) else [v]))
+        for key, v in spec.ports.items()
+    }
+    if {k: sorted(v) for k, v in snapshot(container).ports.items() if v} != wanted_ports:
+        return "its published ports differ"
+    labels = cfg.get("Labels") or {}
+    if any(labels.get(k) != v for k, v in spec.labels.items()):
+        return "its labels differ"
+    policy = (host.get("RestartPolicy") or {}).get("Name") or None
+    if policy != ((spec.restart_policy or {}).get("Name") or None):
+        return f"its restart policy is {policy}"
+    return None
+
+
 def restore(client: docker.DockerClient, snap: ContainerSnapshot, log: Logger | None = None) -> str:
     """Recreate and start a container from a snapshot (its old image); returns the new container id."""
     for existing in find_exact(client, snap.name):

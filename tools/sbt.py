@@ -23,6 +23,7 @@ import stat
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from tools.docker_engine import ContainerRun, run_to_completion
@@ -250,17 +251,26 @@ def package_zip(workspace: Path, project: SbtProject) -> Path:
     return archive
 
 
-def git_revision(workspace: Path) -> str | None:
-    """HEAD's commit when the workspace is inside a git work-tree (for the OCI revision label)."""
+@dataclass(frozen=True)
+class GitHead:
+    revision: str
+    committed: str  # ISO 8601, UTC
+
+
+def git_head(workspace: Path) -> GitHead | None:
+    """HEAD's commit and its commit time when the workspace is inside a git work-tree (OCI labels)."""
     if not shutil.which("git"):
         return None
     result = run_process(
-        ["git", "-C", str(workspace), "rev-parse", "HEAD"],
+        ["git", "-C", str(workspace), "log", "-1", "--format=%H %ct"],
         check=False,
         capture_stdout=True,
         timeout=30,
-        what="git rev-parse",
+        what="git log",
         log_line=lambda s, line: False,
     )
-    revision = result.stdout.strip()
-    return revision if result.ok and re.match(r"^[0-9a-f]{40}$", revision) else None
+    match = re.fullmatch(r"([0-9a-f]{40}) (\d+)", result.stdout.strip())
+    if not result.ok or not match:
+        return None
+    committed = datetime.fromtimestamp(int(match.group(2)), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return GitHead(revision=match.group(1), committed=committed)

@@ -35,8 +35,6 @@ pytestmark = pytest.mark.e2e
 APP_SRC = INFRA_DIR / "apps" / "hire-help"
 
 
-
-
 @pytest.fixture(scope="module")
 def cache_volume(docker_client):
     name = f"devops-flows-test-cache-{uuid.uuid4().hex[:8]}"
@@ -130,10 +128,14 @@ def deploy_artifact(key: str) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from prefect.client.schemas.sorting import ArtifactSort
+
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+        )
     assert found, f"no artifact {key}"
-    return str(found[-1].data)
+    return str(found[0].data)  # the latest
 
 
 @pytest.fixture
@@ -221,6 +223,33 @@ def test_release_replaces_the_container_and_rolls_back_an_unhealthy_one(
     report = deploy_artifact(f"deploy-{name}")
     assert first.image.digest in report and first.deploy.container_id[:12] in report
     assert f"127.0.0.1:{port}->10000/tcp" in report and "healthy via docker" in report
+
+    # 1b. the same release again: same image and configuration, the container is left running; a
+    # changed environment or force_redeploy replaces it
+    state = release(release_params(app, builder_image, cache_volume, name, port), return_state=True)
+    again = state.result()
+    assert again.image.image_id == first.image.image_id, "the unchanged app built a different image"
+    assert again.deploy.unchanged and again.deploy.replaced == []
+    assert again.deploy.container_id == first.deploy.container_id and again.health.healthy
+    assert any(
+        "with this configuration: left running" in line for line in all_logs(state.state_details.flow_run_id)
+    )
+    assert "(already up to date)" in deploy_artifact(f"deploy-{name}")
+    state = release(
+        release_params(app, builder_image, cache_volume, name, port, env={"EXTRA": "1"}), return_state=True
+    )
+    changed = state.result()
+    assert changed.deploy.replaced == [first.deploy.container_id] and not changed.deploy.unchanged
+    assert any(
+        "its environment differs in ['EXTRA']" in line for line in all_logs(state.state_details.flow_run_id)
+    )
+    state = release(
+        release_params(app, builder_image, cache_volume, name, port, env={"EXTRA": "1"}, force_redeploy=True),
+        return_state=True,
+    )
+    forced = state.result()
+    assert forced.deploy.replaced == [changed.deploy.container_id]
+    first, logs = forced, all_logs(state.state_details.flow_run_id)  # what step 2 replaces and counts on
 
     # 2. second release with a new version, HTTP health source: old container gone, 1.1.0 served
     set_version(app, "1.1.0")
