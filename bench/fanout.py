@@ -3,9 +3,8 @@ the other (the serial baseline of comparison 3). Each bake is the bake-image ste
 plan-bake, resolve-source-ami, find-baked-image, packer-bake) wrapped in one task.
 
 bake-image only accepts host var files from infra/packer/vars/host (xwiki, jenkins), so the bench bakes
-those hosts with distinct `environment` values: distinct content hashes, so every bake really runs.
-Bakes of one host share its AMI name; Packer's force_deregister makes the latest one win the name (moto
-keeps each image id), which is the same in both variants.
+those hosts with distinct `environment` values: distinct content hashes (and AMI names, suffixed with the
+hash), so every bake really runs.
 """
 
 from __future__ import annotations

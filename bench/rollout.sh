@@ -1,27 +1,15 @@
 #!/usr/bin/env bash
 # The bash side of comparison 1: the devops-packer-xwiki Jenkins job as a plain script, running the same
 # packer and terraform commands as the ami-rollout flow, with the same inputs, and no orchestration:
-#   packer validate + build (layered var files), terraform init / plan -out / show -json / apply / output.
-# Inputs (environment): REPO, TEMPLATE (the template without provisioners: communicator none, as the flow
-# derives it), ENV_TAG, NAME (stack variable), STATE_KEY, DEVOPS_TF_STATE_BUCKET, AWS_ENDPOINT_URL,
-# AWS_DEFAULT_REGION, AWS credentials, TF_CLI_CONFIG_FILE. Prints BENCH_AMI=<id> at the end.
+#   packer validate + build (bake.sh), terraform init / plan -out / show -json / apply / output.
+# Inputs (environment): what bake.sh needs but HOST (xwiki), NAME (stack variable), STATE_KEY,
+# DEVOPS_TF_STATE_BUCKET, TF_CLI_CONFIG_FILE. Prints BENCH_AMI=<id> at the end.
 set -euo pipefail
 : "${REPO:?}" "${TEMPLATE:?}" "${ENV_TAG:?}" "${NAME:?}" "${STATE_KEY:?}" "${AWS_ENDPOINT_URL:?}"
-P="$REPO/infra/packer"
 work=$(mktemp -d /tmp/devops-bench-bash-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-export PACKER_NO_COLOR=1 CHECKPOINT_DISABLE=1 AWS_REGION="$AWS_DEFAULT_REGION"
-vars=(
-  "-var-file=$P/vars/common.json" "-var-file=$P/vars/os/ubuntu-18.04.json" "-var-file=$P/vars/mode/build.json"
-  "-var-file=$P/vars/host/xwiki.json" "-var-file=$P/vars/sandbox.json"
-  -var mode=build -var "environment=$ENV_TAG" -var "ec2_endpoint=$AWS_ENDPOINT_URL"
-  -var "region=$AWS_DEFAULT_REGION" -var "content_hash=$ENV_TAG" -var "git_commit=$(git -C "$REPO" rev-parse HEAD)"
-)
-cd "$P"
-packer validate "${vars[@]}" "$TEMPLATE"
-packer build -machine-readable -color=false "${vars[@]}" "$TEMPLATE" > "$work/packer.log"
-ami=$(awk -F, '$3 == "artifact" && $5 == "id" { n = split($6, a, ":"); print a[n] }' "$work/packer.log")
-[ -n "$ami" ] || { tail -40 "$work/packer.log"; exit 1; }
+ami=$(HOST=xwiki bash "$REPO/bench/bake.sh" | sed -n 's/^BENCH_AMI=//p')
+[ -n "$ami" ] || exit 1
 
 cp -r "$REPO/infra/terraform" "$work/terraform"
 find "$work/terraform" -name .terraform -prune -exec rm -rf {} + -o -name '*.tfstate*' -exec rm -f {} +

@@ -228,6 +228,7 @@ def tag(prefix: str) -> str:
 
 def _phase_table(title: str, runs: list[Run]) -> list[str]:
     """Median of each phase over `runs`: process, import, flow call, each command, each task run."""
+
     def med(values: list[float]) -> str:
         return f"{statistics.median(values):.2f} s" if values else "-"
 
@@ -254,16 +255,21 @@ def _phase_table(title: str, runs: list[Run]) -> list[str]:
     return [*lines, ""]
 
 
-def compare_rollout(services: Services, report: Report, reps: int, quick: bool) -> None:
-    """1: full rollout, flow vs bash. 2: no-change rollout (same bake inputs right after) vs full."""
+def _bash_bake_env(services: Services) -> dict[str, str]:
+    """What bench/bake.sh needs: the template as the flow derives it without provisioners (communicator
+    none: nothing to provision against moto)."""
     template = services.home / "packer_template.no-provisioners.json"
     data = json.loads((INFRA_DIR / "packer" / "packer_template.json").read_text())
     data.pop("provisioners", None)
     template.write_text(json.dumps(data, indent=2))
+    return {"REPO": str(REPO_ROOT), "TEMPLATE": str(template)}
+
+
+def compare_rollout(services: Services, report: Report, reps: int, quick: bool) -> None:
+    """1: full rollout, flow vs bash. 2: no-change rollout (same bake inputs right after) vs full."""
     flow_name, bash_name = f"bench-flow-{services.run_id}", f"bench-bash-{services.run_id}"
     bash_env = {
-        "REPO": str(REPO_ROOT),
-        "TEMPLATE": str(template),
+        **_bash_bake_env(services),
         "NAME": bash_name,
         "STATE_KEY": f"bench/{services.run_id}/bash/terraform.tfstate",
     }
@@ -271,8 +277,11 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
 
     def flow_params(env_tag: str) -> dict[str, Any]:
         return {
-            "request": {"bake": {"host": "xwiki", "environment": env_tag}, "stack": STACK,
-                        "variables": {"name": flow_name}},
+            "request": {
+                "bake": {"host": "xwiki", "environment": env_tag},
+                "stack": STACK,
+                "variables": {"name": flow_name},
+            },
             "backend_block": TF_BACKEND_BLOCK,
         }
 
@@ -311,8 +320,11 @@ def profile_rollout(services: Services, out_dir: Path) -> list[Path]:
 
     def params(env_tag: str) -> dict[str, Any]:
         return {
-            "request": {"bake": {"host": "xwiki", "environment": env_tag}, "stack": STACK,
-                        "variables": {"name": name}},
+            "request": {
+                "bake": {"host": "xwiki", "environment": env_tag},
+                "stack": STACK,
+                "variables": {"name": name},
+            },
             "backend_block": TF_BACKEND_BLOCK,
         }
 
@@ -334,8 +346,15 @@ def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -
     def specs(prefix: str) -> dict[str, Any]:
         return {"specs": [{"host": hosts[i % 2], "environment": tag(f"{prefix}{i}")} for i in range(count)]}
 
+    def bash_env(prefix: str, parallel: bool) -> dict[str, str]:
+        bakes = " ".join(f"{hosts[i % 2]}:{tag(f'{prefix}{i}')}" for i in range(count))
+        return {**_bash_bake_env(services), "BAKES": bakes, "PARALLEL": "1" if parallel else "0"}
+
+    script = REPO_ROOT / "bench" / "bakes.sh"
     fan = report.figure("3 fan-out bakes", f"{count} bakes, .submit() on ThreadPoolTaskRunner")
     ser = report.figure("3 fan-out bakes", f"{count} bakes, one after the other")
+    bash_fan = report.figure("3 fan-out bakes", f"bash: {count} packer bakes at once (& + wait)")
+    bash_ser = report.figure("3 fan-out bakes", f"bash: {count} packer bakes one after the other")
     fan_runs: list[Run] = []
     ser_runs: list[Run] = []
     for _ in range(reps):
@@ -344,10 +363,17 @@ def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -
         fan_runs.append(run)
         ser_runs.append(run_flow(services, "serial", specs("ser")))
         ser.samples.append(ser_runs[-1].seconds)
+        bash_fan.samples.append(run_bash(services, script, bash_env("bfan", parallel=True)).seconds)
+        bash_ser.samples.append(run_bash(services, script, bash_env("bser", parallel=False)).seconds)
     report.phases += ["### Where the time goes: bakes", ""]
     report.phases += _phase_table(f"{count} bakes fanned out", fan_runs)
     report.phases += _phase_table(f"{count} bakes serial", ser_runs)
     report.ratios.append(Ratio("3 fan-out bakes", "speed-up serial / fan-out", ser, fan, 2.5, at_most=False))
+    report.ratios.append(
+        Ratio(
+            "3 fan-out bakes", "bash speed-up (this machine's limit)", bash_ser, bash_fan, 2.5, at_most=False
+        )
+    )
     inner_fan = report.figure("3 fan-out bakes", "fan-out: flow call only (no process start/import)")
     inner_fan.samples = [r.result["flow"] for r in fan_runs]
     report.notes.append(
@@ -417,7 +443,10 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
     client = docker.DockerClient(base_url=services.env["DOCKER_HOST"], timeout=300)
     builder = f"devops-flows/sbt-builder:bench-{services.run_id}"
     engine.build_image(
-        client, INFRA_DIR / "apps" / "builder", "Dockerfile", [builder],
+        client,
+        INFRA_DIR / "apps" / "builder",
+        "Dockerfile",
+        [builder],
         buildargs={"BASE_IMAGE": services.env["DEVOPS_BASE_IMAGE"]},
     )
     registry = services.env["DEVOPS_REGISTRY"]
@@ -435,14 +464,22 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
             shutil.copytree(INFRA_DIR / "apps" / "hire-help", app)
             _remove_bench_images(client, registry)  # cold: no earlier layers to reuse
             port = free_port()
-            params = {"params": {
-                "app_path": str(app), "app_name": name, "image_repository": f"bench/{name}",
-                "environment": "dev", "builder_image": builder, "cache_volume": cache,
-                "build_timeout_seconds": 300,
-                "ports": [{"container_port": 10000, "host_port": port, "host_ip": "127.0.0.1"}],
-                "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
-                "labels": {BENCH_LABEL: "1"}, "push_retries": 1, "retry_delay_seconds": 0.5,
-            }}
+            params = {
+                "params": {
+                    "app_path": str(app),
+                    "app_name": name,
+                    "image_repository": f"bench/{name}",
+                    "environment": "dev",
+                    "builder_image": builder,
+                    "cache_volume": cache,
+                    "build_timeout_seconds": 300,
+                    "ports": [{"container_port": 10000, "host_port": port, "host_ip": "127.0.0.1"}],
+                    "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
+                    "labels": {BENCH_LABEL: "1"},
+                    "push_retries": 1,
+                    "retry_delay_seconds": 0.5,
+                }
+            }
             cold_runs.append(run_flow(services, "release", params))
             cold.samples.append(cold_runs[-1].seconds)
             warm_runs.append(run_flow(services, "release", params))
@@ -539,8 +576,11 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
     from deployments.declarations import load
 
     declared = load().deployments
-    proc = services.spawn([sys.executable, "-m", "deployments.serve"], f"serve-{uuid.uuid4().hex[:4]}",
-                          env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"})
+    proc = services.spawn(
+        [sys.executable, "-m", "deployments.serve"],
+        f"serve-{uuid.uuid4().hex[:4]}",
+        env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"},
+    )
     idle_own = report.figure("6 serve memory", "serve process, idle (peak RSS)", unit="MiB")
     idle_tree = report.figure("6 serve memory", "serve + children, idle (peak RSS)", unit="MiB")
     busy_own = report.figure("6 serve memory", "serve process, during a rollout (peak RSS)", unit="MiB")
@@ -566,16 +606,21 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
             run = run_deployment(
                 f"ami-rollout/{rollout.name}",
                 parameters={
-                    "request": {"bake": {"host": "xwiki", "environment": tag("mem")}, "stack": STACK,
-                                "variables": {"name": f"bench-mem-{services.run_id}"}},
+                    "request": {
+                        "bake": {"host": "xwiki", "environment": tag("mem")},
+                        "stack": STACK,
+                        "variables": {"name": f"bench-mem-{services.run_id}"},
+                    },
                     "backend_block": TF_BACKEND_BLOCK,
                 },
                 timeout=600,
             )
             own, tree = sampler.finish()
             if not run.state or not run.state.is_completed():
-                report.errors.append(f"6: the served ami-rollout run ended {run.state and run.state.name}: "
-                                     f"{run.state and run.state.message}")
+                report.errors.append(
+                    f"6: the served ami-rollout run ended {run.state and run.state.name}: "
+                    f"{run.state and run.state.message}"
+                )
             busy_own.samples.append(own)
             busy_tree.samples.append(tree)
     finally:
@@ -602,8 +647,10 @@ RUNNERS: dict[str, Callable[[Services, Report, int, bool], None]] = {
 
 
 def render(report: Report, info: list[str], args: argparse.Namespace, seconds: float) -> str:
-    mode = "quick (1 repetition, smallest sizes: proves it runs, times not meaningful)" if args.quick else (
-        f"{args.reps} repetitions"
+    mode = (
+        "quick (1 repetition, smallest sizes: proves it runs, times not meaningful)"
+        if args.quick
+        else (f"{args.reps} repetitions")
     )
     parts = [
         "## Benchmark: devops-flows vs plain bash",
@@ -640,8 +687,9 @@ def _profile(out_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="1 repetition, smallest sizes (CI)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per figure (default 5)")
     parser.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated subset")

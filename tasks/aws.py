@@ -3,6 +3,7 @@ image pruning."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from prefect import task
@@ -25,9 +26,16 @@ __all__ = [
 ]
 
 
+_CLIENTS = threading.Lock()
+
+
 def clients(aws_block: str, *names: str) -> list[Any]:
+    """boto3 clients from prefect-aws's client cache. Creating one costs ~0.5 s of CPU (the service
+    model); the lock lets concurrent tasks (a fan-out of bakes) wait for the first instead of each
+    building its own under the GIL. The clients themselves are thread-safe."""
     creds = AwsCredentials.load(aws_block)
-    return [creds.get_client(name) for name in names]
+    with _CLIENTS:
+        return [creds.get_client(name) for name in names]
 
 
 def endpoint(aws_block: str) -> str:

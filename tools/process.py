@@ -185,7 +185,10 @@ def run(
             if reason:
                 stop_group(proc, grace, log)
                 break
-            time.sleep(POLL_SECONDS)
+            try:
+                proc.wait(timeout=POLL_SECONDS)  # returns as soon as the process exits
+            except subprocess.TimeoutExpired:
+                pass
     except BaseException:
         # Prefect raises TerminationSignal here on cancel; KeyboardInterrupt likewise.
         log.warning("%s interrupted: stopping its process group", label)
