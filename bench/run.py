@@ -379,7 +379,9 @@ def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -
     report.notes.append(
         "3: bake-image only accepts the host var files of infra/packer/vars/host (xwiki, jenkins) and a "
         "fixed packer dir, so the bench bakes those two hosts with distinct `environment` values (distinct "
-        "content hashes: every bake runs Packer)."
+        "content hashes: every bake runs Packer). The bash rows run the same packer validate + build "
+        "(bench/bake.sh) all at once and one after the other: their speed-up is what this machine allows "
+        "(against moto a bake is CPU work, not waiting on EC2)."
     )
 
 
@@ -504,8 +506,10 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
     report.phases += _phase_table("Second release (warm)", warm_runs)
     report.notes.append(
         "5: the builder is the stand-in sbt image (busybox + mkzip; no real sbt offline), so 'ivy cache' "
-        "saves nothing measurable; the second release still builds, pushes (layers already in the registry) "
-        "and replaces the container, and waits for its health check."
+        "saves nothing measurable and the second release builds again; its image build hits the layer "
+        "cache through to the same image (the created label is the commit time, not the build time), the "
+        "push finds every layer in the registry, and deploy-app leaves the container that already runs "
+        "that image with that configuration (no replace, health already known)."
     )
 
 

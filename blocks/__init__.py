@@ -15,14 +15,40 @@ Ours: `AppSecrets` (the application's secret environment) and `TerraformBackend`
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from prefect.blocks.core import Block
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.blocks.system import Secret
-from prefect_aws import AwsClientParameters, AwsCredentials
-from prefect_docker import DockerHost, DockerRegistryCredentials
 from pydantic import Field, SecretStr
 
 from tools.redact import register_secret
+
+if TYPE_CHECKING:
+    from prefect_aws import AwsClientParameters, AwsCredentials
+    from prefect_docker import DockerHost, DockerRegistryCredentials
+
+# Imported on first use: a release never needs prefect-aws (~0.4 s of import with aiobotocore and its
+# ECS worker), a rollout never needs prefect-docker (~0.15 s), and every flow run is a fresh process.
+_LAZY = {
+    "AwsClientParameters": "prefect_aws",
+    "AwsCredentials": "prefect_aws",
+    "DockerHost": "prefect_docker",
+    "DockerRegistryCredentials": "prefect_docker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 DOCKER_HOST_BLOCK = "devops-docker"
 REGISTRY_BLOCK = "devops-registry"
