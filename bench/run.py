@@ -1,6 +1,6 @@
 """The benchmark: our flows against plain bash (the article's jobs), on the sandbox.  `scripts/bench`
 
-    scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory]
+    scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory] [--database sqlite]
     scripts/bench --profile     a full and a no-change ami-rollout under pyinstrument (bench/results/)
 
 Every flow run starts in a fresh Python process (`bench.flowrun`), as a served deployment runs it, so
@@ -9,7 +9,8 @@ run in the same invocation, interleaved (A B A B ...); the table gives median, m
 the ratio of medians against its target. `--quick` (CI) runs 1 repetition at the smallest sizes and only
 proves the bench runs: its figures are not meant to meet the targets.
 
-Private services (bench.services): its own moto server and Prefect server; containers, images, volumes
+Private services (bench.services): its own moto server and Prefect server (on its own PostgreSQL unless
+`--database sqlite`); containers, images, volumes
 on the shared engine are named `bench-<id>` and removed at the end.
 """
 
@@ -677,8 +678,8 @@ def render(report: Report, info: list[str], args: argparse.Namespace, seconds: f
     return "\n".join(parts)
 
 
-def _profile(out_dir: Path) -> int:
-    services = Services()
+def _profile(out_dir: Path, database: str) -> int:
+    services = Services(database=database)
     try:
         print(f"[bench] profiling ami-rollout (private services under {services.home})", flush=True)
         services.start()
@@ -699,13 +700,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated subset")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.md")
     parser.add_argument(
+        "--database",
+        choices=("postgres", "sqlite"),
+        default="postgres",
+        help="the Prefect server's database (default postgres, as in production)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="no figures: profile a full and a no-change ami-rollout with pyinstrument (bench/results/)",
     )
     args = parser.parse_args(argv)
     if args.profile:
-        return _profile(args.output.parent)
+        return _profile(args.output.parent, args.database)
     if args.quick:
         args.reps = 1
     chosen = [c.strip() for c in args.only.split(",") if c.strip()]
@@ -713,12 +720,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not chosen or args.reps < 1:
         parser.error(f"--only takes {', '.join(COMPARISONS)}; --reps >= 1")
     started = time.monotonic()
-    services = Services()
+    services = Services(database=args.database)
     report = Report()
     try:
-        print(f"[bench] starting private moto + Prefect server under {services.home}", flush=True)
+        print(
+            f"[bench] starting private moto + Prefect server ({args.database}) under {services.home}",
+            flush=True,
+        )
         services.start()
-        info = machine()
+        info = [*machine(), f"- Prefect server database: {args.database} (`--database`)"]
         for name in chosen:
             print(f"[bench] {name} ({args.reps} repetition(s))", flush=True)
             t0 = time.monotonic()

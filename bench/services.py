@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tools.settings import REPO_ROOT, load_env
 
@@ -70,12 +71,19 @@ def stop_group(proc: subprocess.Popen, seconds: float = 20) -> None:
 
 @dataclass
 class Services:
-    """Private moto + Prefect server; `env` is what every bench child process gets."""
+    """Private moto + Prefect server; `env` is what every bench child process gets.
 
+    The Prefect server keeps its database in a private PostgreSQL (as a production server does) unless
+    `database="sqlite"`: on SQLite, writes of the API and of the server's own services collide
+    ("database is locked", answered 503) and the client retries after ~2 s, which puts random 2 s steps
+    into flow-run times."""
+
+    database: str = "postgres"
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="devops-flows-bench-")))
     env: dict[str, str] = field(default_factory=dict)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    _pg: Any = None
 
     def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -115,9 +123,19 @@ class Services:
         os.environ.update(self.env)  # this process talks to the same private services
         p_moto = self.spawn([moto, "-H", "127.0.0.1", "-p", str(moto_port)], "moto")
         p_prefect = self.spawn(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-             str(prefect_port)],
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
             "prefect-server",
+            env=self._database_env(),  # the server's only: the URL holds the password
         )
         wait_http(f"{self.env['AWS_ENDPOINT_URL']}/moto-api/", 90, p_moto, self.home / "moto.log")
         self._bucket()
@@ -125,11 +143,22 @@ class Services:
         self._blocks()
         return self
 
+    def _database_env(self) -> dict[str, str]:
+        if self.database == "sqlite":
+            return {}
+        from deployments import scale_out
+
+        self.home.chmod(0o711)  # PostgreSQL runs as the postgres user: it must reach its directory
+        self._pg = scale_out.ScaleOut(self.home / "pg")
+        scale_out.start_postgres(self._pg, port=free_port())
+        return {"PREFECT_API_DATABASE_CONNECTION_URL": scale_out.database_url(self._pg)}
+
     def _bucket(self) -> None:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.env["AWS_ENDPOINT_URL"],
-                          region_name=self.env["AWS_DEFAULT_REGION"])
+        s3 = boto3.client(
+            "s3", endpoint_url=self.env["AWS_ENDPOINT_URL"], region_name=self.env["AWS_DEFAULT_REGION"]
+        )
         s3.create_bucket(
             Bucket=STATE_BUCKET,
             CreateBucketConfiguration={"LocationConstraint": self.env["AWS_DEFAULT_REGION"]},
@@ -152,4 +181,8 @@ class Services:
         for proc in reversed(self.procs):
             stop_group(proc)
         self.procs.clear()
+        if self._pg is not None:
+            from deployments import scale_out
+
+            scale_out.stop_postgres(self._pg)
         shutil.rmtree(self.home, ignore_errors=True)
