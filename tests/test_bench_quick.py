@@ -35,5 +35,7 @@ def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:  # noqa: AN
                        "5 release", "6 serve memory"):
         assert f"| {comparison} |" in proc.stdout, comparison
     assert "CPU:" in proc.stdout and "Terraform v" in proc.stdout
+    assert "Prefect server database: postgres" in proc.stdout
+    assert "| bash: 2 packer bakes at once (& + wait) |" in proc.stdout  # the machine's own fan-out limit
     assert output.read_text().startswith("## Benchmark")
     shutil.rmtree(output.parent, ignore_errors=True)
