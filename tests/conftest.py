@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +38,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A shell started without job control (`cmd &` in a script) runs its background jobs with SIGINT ignored,
+# and ignored signals are inherited: every child would ignore SIGINT and the SIGINT-first stop of our
+# process runner could not be tested. A handler set here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 # Prefect reads its settings when first imported (its log worker thread too): point it at the session's
 # server before any test module imports prefect. The server itself starts lazily (`prefect_server`).
 _PREFECT_PORT = _free_port()
@@ -52,6 +59,10 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.reliability import figures
 
     figures.register(config)  # the reliability figures in the summary of any run of catalogue tests
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_PREFECT_HOME, ignore_errors=True)  # the session's Prefect home and server database
 
 
 # The longest files first (minutes each in CI), so two xdist workers (--dist loadfile: a file per worker at
