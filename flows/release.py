@@ -87,7 +87,7 @@ def deploy_app(params: DeployParams) -> DeployResult:
     params.check()
     with transaction():
         started = replace_container(params)
-        health = check_health(params, started["container_id"])
+        health = check_health(params, started["container_id"], replaced=not started["unchanged"])
     result = DeployResult(
         app_name=params.app_name,
         container_id=started["container_id"],

@@ -561,8 +561,9 @@ def _restore_previous(txn) -> None:  # noqa: ANN001 - prefect Transaction
 
 
 @task(name="health-check")
-def check_health(params: DeployParams, container_id: str) -> HealthResult:
-    """Wait for the new container to be healthy; DeployFailed with its last log lines otherwise."""
+def check_health(params: DeployParams, container_id: str, replaced: bool = True) -> HealthResult:
+    """Wait for the new container to be healthy; DeployFailed with its last log lines otherwise.
+    replaced=False: the container was left running (up to date), so there is nothing to restore."""
     logger = get_run_logger()
     client = _client(params.docker_host_block)
     try:
@@ -585,9 +586,13 @@ def check_health(params: DeployParams, container_id: str) -> HealthResult:
         )
         result = HealthResult(**health.__dict__)
         if not health.healthy:
+            then = (
+                "restoring the previous container"
+                if replaced
+                else "it was left running (already this image and configuration; force_redeploy replaces it)"
+            )
             raise DeployFailed(
-                f"{params.app_name} ({container_id[:12]}) is not healthy: {health.detail}; "
-                "restoring the previous container",
+                f"{params.app_name} ({container_id[:12]}) is not healthy: {health.detail}; {then}",
                 tail=engine.logs_tail(client, container_id),
                 hint="the container's last log lines are below",
             )

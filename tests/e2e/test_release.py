@@ -127,7 +127,6 @@ def _ivy_builds(lines: list[str]) -> int:
 def deploy_artifact(key: str) -> str:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
     from prefect.client.schemas.sorting import ArtifactSort
 
     with get_client(sync_client=True) as client:
@@ -235,6 +234,14 @@ def test_release_replaces_the_container_and_rolls_back_an_unhealthy_one(
         "with this configuration: left running" in line for line in all_logs(state.state_details.flow_run_id)
     )
     assert "(already up to date)" in deploy_artifact(f"deploy-{name}")
+    bad_health = HealthCheck(source="http", url=f"http://127.0.0.1:{port}/no-such-page", timeout_seconds=2)
+    exc = failure(
+        release(
+            release_params(app, builder_image, cache_volume, name, port, health=bad_health), return_state=True
+        )
+    )
+    assert isinstance(exc, DeployFailed) and "it was left running" in str(exc), repr(exc)
+    assert [c.id for c in engine.find_exact(docker_client, name)] == [first.deploy.container_id]
     state = release(
         release_params(app, builder_image, cache_volume, name, port, env={"EXTRA": "1"}), return_state=True
     )
