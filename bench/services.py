@@ -135,7 +135,7 @@ class Services:
                 str(prefect_port),
             ],
             "prefect-server",
-            env=self._database_env(),  # the server's only: the URL holds the password
+            env=self._start_database(),  # the server's only: the URL holds the password
         )
         wait_http(f"{self.env['AWS_ENDPOINT_URL']}/moto-api/", 90, p_moto, self.home / "moto.log")
         self._bucket()
@@ -143,7 +143,8 @@ class Services:
         self._blocks()
         return self
 
-    def _database_env(self) -> dict[str, str]:
+    def _start_database(self) -> dict[str, str]:
+        """Start the server's private PostgreSQL (none for sqlite); the server's environment for it."""
         if self.database == "sqlite":
             return {}
         from deployments import scale_out
