@@ -42,16 +42,19 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tools.errors import AnsibleRunFailed, InvalidInput
-from tools.process import Grace, default_logger, run
+from tools.process import BASE_ENV, default_logger, run
 from tools.redact import redact, register_secret
 from tools.settings import INFRA_DIR
+from tools.stopping import StopPolicy, escalating
 
 ANSIBLE_DIR = INFRA_DIR / "ansible"
 PDD_PREFIX = "devops-ansible-"
 SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token|key|credential", re.IGNORECASE)
 TAGS_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
 LIMIT_PATTERN = re.compile(r"^[^\s'\"`;|&$<>]+$")
-DEFAULT_GRACE = Grace(interrupt=10, terminate=5)
+DEFAULT_STOP = escalating(interrupt=10, terminate=5)  # ansible-runner cancels its job on SIGINT
+# What Ansible may take from the worker's environment: its own settings and the SSH agent, nothing else.
+ANSIBLE_ENV = (*BASE_ENV, "ANSIBLE_*", "SSH_AUTH_SOCK")
 EventHandler = Callable[[dict[str, Any]], None]
 
 __all__ = [
@@ -222,6 +225,7 @@ def list_hosts(inventory: Path, pattern: str = "all", *, project_dir: Path = ANS
         [_bin("ansible"), pattern, "-i", str(inventory), "--list-hosts"],
         cwd=project_dir,
         env=_base_env(project_dir),
+        inherit=ANSIBLE_ENV,
         capture_stdout=True,
         log_line=lambda stream, line: stream == "stderr",
         error=AnsibleRunFailed,
@@ -305,7 +309,7 @@ def run_playbook(
     should_cancel: Callable[[], bool] | None = None,
     on_event: EventHandler | None = None,
     timeout: float | None = 3600,
-    grace: Grace = DEFAULT_GRACE,
+    stop: StopPolicy = DEFAULT_STOP,
     logger=None,  # noqa: ANN001 - logging.Logger or Prefect's adapter
 ) -> PlaybookResult:
     """Validate `spec`, run the playbook, return its parsed result. Does not raise on host failures
@@ -355,7 +359,8 @@ def run_playbook(
                 env=env,
                 timeout=timeout,
                 should_cancel=should_cancel,
-                grace=grace,
+                stop=stop,
+                inherit=ANSIBLE_ENV,
                 logger=log,
                 on_line=handle_line,
                 log_line=lambda stream, line: False,

@@ -1,45 +1,76 @@
 """The one process runner. Every CLI tool wrapper starts its processes here and nowhere else.
 
 - argv is a list, never a shell; the command is logged redacted.
+- The child's environment is an allowlist: `inherit` names the variables (or `PREFIX*` patterns) it may
+  take from ours (default: BASE_ENV, nothing secret), plus what the caller passes. So a Prefect API key,
+  a registry password or another block's secret in the flow process never reaches a tool.
 - Secrets reach the child only through `secret_env`, `stdin` or files the caller made 0600; every
   secret value is registered for redaction, so neither the logs nor the raised error show it.
-- stdout and stderr are read line by line on two threads and streamed to the Prefect run logger
-  (a plain logger outside a run) as they arrive; a bounded tail is kept for errors.
-- The child gets its own session (`start_new_session=True`). On our deadline, on cancel (a callback,
-  Prefect's SIGTERM raised as an exception in the main thread, or the main thread exiting while this
-  runs in a worker thread), the whole process group gets SIGINT, then SIGTERM, then SIGKILL, each after
-  a grace period. Terraform needs the SIGINT to release its state lock.
+- The child writes its stdout and stderr to two unlinked temporary files, which two threads follow and
+  stream line by line to the Prefect run logger as lines arrive; a bounded tail is kept for errors.
+  Files, not pipes: if this process is SIGKILLed (worker host lost), a pipe would break and kill the tool
+  with SIGPIPE at its next line, e.g. Terraform halfway through writing its state; a file keeps it going.
+- The child gets its own session (`start_new_session=True`), so no signal meant for us reaches it. On our
+  deadline or on cancel (a callback, Prefect's SIGTERM raised as an exception in the main thread, the
+  main thread exiting while this runs in a worker thread, or `stop_runs_in` from the task runner), the
+  tool is stopped by its own protocol, a `tools.stopping.StopPolicy` (one SIGINT for Terraform and
+  Packer, then a long wait; SIGKILL of the whole group only as the last resort).
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import shutil
-import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.errors import ProcessCancelled, ProcessTimeout, ToolError, ToolMissing
 from tools.redact import redact, redact_argv, register_secret
+from tools.stopping import GENERIC_STOP, StopPolicy, group_alive, stop_process
 
 LineHandler = Callable[[str, str], None]  # (stream name, redacted line)
 
 TAIL_LINES = 40
 POLL_SECONDS = 0.1
+FOLLOW_SECONDS = 0.05
+
+# What any tool may take from our environment: where programs and files are, locale, time zone, proxies
+# and CA bundles. Never credentials: those come from blocks, through `secret_env`.
+BASE_ENV: tuple[str, ...] = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+)
 
 
-@dataclass(frozen=True)
-class Grace:
-    """Seconds to wait after each signal before sending the next one."""
-
-    interrupt: float = 10.0
-    terminate: float = 5.0
+def inherited_env(patterns: Iterable[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables of `environ` (default: ours) whose names match a pattern (`NAME` or `PREFIX*`)."""
+    patterns = tuple(patterns)
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
 
 
 @dataclass
@@ -77,15 +108,55 @@ def which(executable: str, hint: str | None = None) -> str:
     return found
 
 
-class _Reader(threading.Thread):
-    def __init__(self, name: str, stream, sink: Callable[[str, str], None]) -> None:  # noqa: ANN001
-        super().__init__(name=f"process-reader-{name}", daemon=True)
-        self.stream_name, self.stream, self.sink = name, stream, sink
+# --- stopping runs of other threads ------------------------------------------------------------------
+
+_stops: dict[int, threading.Event] = {}  # thread ident -> "stop the tool this thread runs"
+_stops_lock = threading.Lock()
+
+
+def stop_runs_in(threads: Iterable[int]) -> int:
+    """Ask the tools run by these threads (idents) to stop by their policy; returns how many were asked.
+    The task runner calls it when its flow is cancelled, so submitted tasks stop like inline ones."""
+    asked = 0
+    with _stops_lock:
+        for ident in threads:
+            event = _stops.get(ident)
+            if event is not None:
+                event.set()
+                asked += 1
+    return asked
+
+
+class _Follower(threading.Thread):
+    """Follows a file the child writes and hands each complete line to the sink; ends when `done` is set
+    (the child exited) and the file is drained."""
+
+    def __init__(self, name: str, path: int, sink: Callable[[str, str], None], done: threading.Event) -> None:
+        super().__init__(name=f"process-follower-{name}", daemon=True)
+        self.stream_name, self.sink, self.done = name, sink, done
+        self.file = open(f"/proc/self/fd/{path}", "rb")  # noqa: SIM115 - its own offset; closed in run()
 
     def run(self) -> None:
-        for raw in iter(self.stream.readline, b""):
-            self.sink(self.stream_name, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
-        self.stream.close()
+        pending = b""
+        try:
+            while True:
+                finished = self.done.is_set()  # read before draining: nothing is written after it is set
+                chunk = self.file.read(65536)
+                if chunk:
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for raw in lines:
+                        self._emit(raw)
+                    continue
+                if finished:
+                    break
+                time.sleep(FOLLOW_SECONDS)
+            if pending:
+                self._emit(pending)
+        finally:
+            self.file.close()
+
+    def _emit(self, raw: bytes) -> None:
+        self.sink(self.stream_name, raw.decode("utf-8", errors="replace").rstrip("\r"))
 
 
 def run(
@@ -93,11 +164,12 @@ def run(
     *,
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
+    inherit: Iterable[str] = BASE_ENV,
     secret_env: Mapping[str, str] | None = None,
     stdin: str | None = None,
     timeout: float | None = None,
     should_cancel: Callable[[], bool] | None = None,
-    grace: Grace = Grace(),
+    stop: StopPolicy = GENERIC_STOP,
     logger: logging.Logger | logging.LoggerAdapter | None = None,
     on_line: LineHandler | None = None,
     log_line: Callable[[str, str], bool] | None = None,
@@ -110,9 +182,10 @@ def run(
 ) -> ProcessResult:
     """Run `argv`, stream its output, enforce the deadline and cancel, return or raise `error`.
 
-    `env` is added to the current environment; `secret_env` too, and its values are registered as
-    secrets. `stdin` (e.g. a password) is written once and closed. `log_line(stream, line)` decides
-    whether a line goes to the logger (default: all); `on_line` sees every line (e.g. machine output).
+    The child's environment: the variables of ours that `inherit` names, then `env`, then `secret_env`
+    (whose values are registered as secrets). `stdin` (e.g. a password) is written once and closed.
+    `log_line(stream, line)` decides whether a line goes to the logger (default: all); `on_line` sees
+    every line (e.g. machine output). On deadline or cancel the tool is stopped by `stop`.
     """
     argv = [os.fspath(a) for a in argv]
     if not argv:
@@ -127,20 +200,23 @@ def run(
     label = what or Path(argv[0]).name
     executable = argv[0] if os.sep in argv[0] else which(argv[0])
 
-    child_env = {**os.environ, **(env or {}), **(secret_env or {})}
+    child_env = {**inherited_env(inherit), **(env or {}), **(secret_env or {})}
     log.info("$ %s", " ".join(shown))
     started = time.monotonic()
+    out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # unlinked: nothing left behind
     try:
         proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
             [executable, *argv[1:]],
             cwd=cwd,
             env=child_env,
             stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out_file,
+            stderr=err_file,
             start_new_session=True,
         )
     except OSError as exc:
+        out_file.close()
+        err_file.close()
         raise ToolMissing(f"{label} could not be started: {exc.strerror}", argv=shown, hint=hint) from exc
 
     tail: deque[str] = deque(maxlen=TAIL_LINES)
@@ -161,9 +237,15 @@ def run(
         if log_line is None or log_line(stream, line):
             log.info("%s", line)
 
-    readers = [_Reader("stdout", proc.stdout, sink), _Reader("stderr", proc.stderr, sink)]
-    for reader in readers:
-        reader.start()
+    exited = threading.Event()
+    followers = [
+        _Follower("stdout", out_file.fileno(), sink, exited),
+        _Follower("stderr", err_file.fileno(), sink, exited),
+    ]
+    out_file.close()
+    err_file.close()
+    for follower in followers:
+        follower.start()
     if stdin is not None and proc.stdin is not None:
         try:
             proc.stdin.write(stdin.encode())
@@ -173,17 +255,21 @@ def run(
 
     deadline = started + timeout if timeout else None
     in_worker = threading.current_thread() is not threading.main_thread()
+    asked_to_stop = threading.Event()
+    with _stops_lock:
+        _stops[threading.get_ident()] = asked_to_stop
     reason: str | None = None
     try:
         while proc.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
                 reason = "timeout"
-            elif should_cancel is not None and should_cancel():
+            elif asked_to_stop.is_set() or (should_cancel is not None and should_cancel()):
                 reason = "cancel"
             elif in_worker and not threading.main_thread().is_alive():
                 reason = "cancel"  # the flow process is shutting down under us
             if reason:
-                stop_group(proc, grace, log)
+                log.warning("stopping %s (%s): %s", label, reason, stop.describe())
+                stop_process(proc, stop, log)
                 break
             try:
                 proc.wait(timeout=POLL_SECONDS)  # returns as soon as the process exits
@@ -191,14 +277,19 @@ def run(
                 pass
     except BaseException:
         # Prefect raises TerminationSignal here on cancel; KeyboardInterrupt likewise.
-        log.warning("%s interrupted: stopping its process group", label)
-        stop_group(proc, grace, log)
-        for reader in readers:
-            reader.join(timeout=2)
+        log.warning("%s interrupted: stopping it (%s)", label, stop.describe())
+        stop_process(proc, stop, log)
+        exited.set()
+        for follower in followers:
+            follower.join(timeout=5)
         raise
-    for reader in readers:
-        reader.join(timeout=10)
+    finally:
+        with _stops_lock:
+            _stops.pop(threading.get_ident(), None)
     exit_code = proc.wait()
+    exited.set()
+    for follower in followers:
+        follower.join(timeout=30)
     result = ProcessResult(
         argv=shown,
         exit_code=exit_code,
@@ -209,7 +300,7 @@ def run(
     )
     if reason == "timeout":
         raise ProcessTimeout(
-            f"{label} did not finish within {timeout:g}s; its process group was stopped",
+            f"{label} did not finish within {timeout:g}s; it was stopped ({stop.describe()})",
             argv=shown,
             exit_code=exit_code,
             tail=result.tail,
@@ -218,7 +309,7 @@ def run(
         )
     if reason == "cancel":
         raise ProcessCancelled(
-            f"{label} was cancelled; its process group was stopped",
+            f"{label} was cancelled; it was stopped ({stop.describe()})",
             argv=shown,
             exit_code=exit_code,
             tail=result.tail,
@@ -229,66 +320,13 @@ def run(
     return result
 
 
-def stop_group(
-    proc: subprocess.Popen, grace: Grace = Grace(), log: logging.Logger | logging.LoggerAdapter | None = None
-) -> None:
-    """SIGINT, then SIGTERM, then SIGKILL to the child's whole process group, with grace periods."""
-    log = log or logging.getLogger("devops_flows.process")
-    try:
-        pgid = os.getpgid(proc.pid)
-    except ProcessLookupError:
-        return
-    for sig, wait in (
-        (signal.SIGINT, grace.interrupt),
-        (signal.SIGTERM, grace.terminate),
-        (signal.SIGKILL, 5.0),
-    ):
-        if not _signal_group(pgid, sig):
-            break
-        log.info("sent %s to process group %d", sig.name, pgid)
-        if _wait_group(proc, pgid, wait):
-            break
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def _wait_group(proc: subprocess.Popen, pgid: int, seconds: float) -> bool:
-    """True once the leader is reaped and no process of the group is left."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        proc.poll()
-        if proc.returncode is not None and not group_alive(pgid):
-            return True
-        time.sleep(POLL_SECONDS)
-    return False
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # signal 0 also succeeds for zombies; look for a live member
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+__all__ = [
+    "BASE_ENV",
+    "ProcessResult",
+    "default_logger",
+    "group_alive",
+    "inherited_env",
+    "run",
+    "stop_runs_in",
+    "which",
+]

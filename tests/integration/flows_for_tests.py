@@ -14,6 +14,7 @@ from prefect import flow, task
 
 from tools import process
 from tools.settings import REPO_ROOT
+from tools.stopping import escalating
 
 # The parent shell traps SIGINT (writes a marker, exits); its background child ignores SIGINT, as
 # non-interactive shells make it, so only SIGTERM/SIGKILL stop it: the whole escalation is exercised.
@@ -29,7 +30,7 @@ wait
 
 @task
 def run_tree(marker_dir: str) -> int:
-    return process.run(["sh", "-c", TREE_SCRIPT, "sh", marker_dir], grace=process.Grace(2, 2)).exit_code
+    return process.run(["sh", "-c", TREE_SCRIPT, "sh", marker_dir], stop=escalating(2, 2)).exit_code
 
 
 @flow(name="process-tree")

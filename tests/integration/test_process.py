@@ -13,6 +13,7 @@ from tests.integration.flows_for_tests import TREE_SCRIPT, served_run
 from tools import process
 from tools.errors import ProcessTimeout, ToolError
 from tools.process import group_alive
+from tools.stopping import escalating
 
 SECRET = "s3cr3t p@ss w0rd$'\"\\*"
 
@@ -101,7 +102,7 @@ def test_secret_is_in_no_process_argv_while_it_runs(tmp_path: Path) -> None:
 def test_timeout_stops_the_whole_tree_sigint_first(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(ProcessTimeout) as info:
-        process.run(["sh", "-c", TREE_SCRIPT, "sh", str(tmp_path)], timeout=2, grace=process.Grace(2, 2))
+        process.run(["sh", "-c", TREE_SCRIPT, "sh", str(tmp_path)], timeout=2, stop=escalating(2, 2))
     assert "did not finish within 2s" in str(info.value)
     parent = int((tmp_path / "parent.pid").read_text())
     child = int((tmp_path / "child.pid").read_text())

@@ -104,15 +104,27 @@ def test_a_lock_held_by_another_terraform_gives_state_locked(backend_block, sand
     name = f"devops-flows-lock-{uuid.uuid4().hex[:8]}"
     backend = TerraformBackend.load(backend_block)
     holder_ws = tf.prepare_workspace(SMOKE, {"name": name}, f"{backend.key_prefix}{SMOKE}/terraform.tfstate")
-    env = {**os.environ, "TF_VAR_aws_endpoint": sandbox_env["AWS_ENDPOINT_URL"], "TF_IN_AUTOMATION": "1",
-           **tf.cli_env()}
+    env = {
+        **os.environ,
+        "TF_VAR_aws_endpoint": sandbox_env["AWS_ENDPOINT_URL"],
+        "TF_IN_AUTOMATION": "1",
+        **tf.cli_env(),
+    }
     config = tf.backend_config(backend.bucket, holder_ws.state_key, backend.region, backend.endpoint_url)
     init = tf.command("init", input=False, backend_config=config)
     subprocess.run(init, cwd=holder_ws.path, env=env, check=True, capture_output=True)
     log = open(workdir / "holder.log", "w+")  # noqa: SIM115
     holder = subprocess.Popen(  # a real Terraform holding the lock at its "Enter a value:" prompt
-        [*tf.command("apply", var_file=tf.VAR_FILE), ], cwd=holder_ws.path, env=env,
-        stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            *tf.command("apply", var_file=tf.VAR_FILE),
+        ],
+        cwd=holder_ws.path,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -139,9 +151,14 @@ def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
     stack_dir = workdir / "terraform" / "x" / "live-stack"
     stack_dir.mkdir(parents=True)
     lock = tf.LockInfo(id="1", who=tf.this_holder())
-    proc = subprocess.Popen(["terraform", "console"], cwd=stack_dir, stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **tf.cli_env()})
+    proc = subprocess.Popen(
+        ["terraform", "console"],
+        cwd=stack_dir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **tf.cli_env()},
+    )
     try:
         deadline = time.monotonic() + 60
         while not tf.live_terraform_processes("x/live-stack"):
