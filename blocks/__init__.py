@@ -50,6 +50,7 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
+
 DOCKER_HOST_BLOCK = "devops-docker"
 REGISTRY_BLOCK = "devops-registry"
 AWS_BLOCK = "devops-aws"
@@ -117,7 +118,37 @@ class TerraformBackend(Block):
         examples=["http://127.0.0.1:4566"],
     )
     lock_timeout_seconds: int = Field(
-        default=30, ge=0, title="Lock timeout", description="How long to wait for a held state lock."
+        default=30, ge=0, le=3600, title="Lock timeout", description="How long to wait for a held state lock."
+    )
+    plan_timeout_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=86400,
+        title="Plan deadline",
+        description="Deadline of each reading command (init, plan, show, output), in seconds.",
+    )
+    apply_timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        title="Apply deadline",
+        description="Deadline of each writing command (apply, destroy, import), in seconds; a large apply "
+        "takes long.",
+    )
+    apply_stop_seconds: int = Field(
+        default=900,
+        ge=600,
+        le=7200,
+        title="Apply stop window",
+        description="After the one SIGINT of a cancel or deadline, how long Terraform may take to finish its "
+        "provider calls and write the state before it is killed (a kill may lose the state write).",
+    )
+    plan_stop_seconds: int = Field(
+        default=120,
+        ge=10,
+        le=3600,
+        title="Plan stop window",
+        description="After the one SIGINT, how long a reading command may take to stop before it is killed.",
     )
 
 

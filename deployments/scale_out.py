@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.errors import ToolError, ToolMissing
-from tools.process import run
+from tools.process import BASE_ENV, run
 from tools.redact import register_secret
 from tools.sandbox import free_port, pid_alive, port_free, spawn, stop_pid
 from tools.settings import REPO_ROOT, load_env, state_dir
@@ -363,6 +363,7 @@ def _prefect_cli(state: ScaleOut, argv: list[str], what: str, timeout: float) ->
         [sys.executable, *argv],
         cwd=REPO_ROOT,
         env={**_prefect_env(state, state.dir / "client-home"), "COLUMNS": "200"},
+        inherit=(*BASE_ENV, "DEVOPS_*"),  # the sandbox's location, for the blocks' bootstrap
         what=what,
         timeout=timeout,
     )

@@ -9,11 +9,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, AwsCredentials
+from blocks.environment import aws_environment
 from tasks.aws import endpoint
 from tools import packer
 from tools.errors import BakeFailed, retry_if_transient
 from tools.process import default_logger
-from tools.redact import register_secret
 
 __all__ = ["BakePlan", "BakeResult", "plan_bake", "run_bake"]
 
@@ -76,20 +76,6 @@ def _max_retries(creds: AwsCredentials) -> str:
     return str(max(int(attempts) - 1, 1)) if attempts else ""  # Packer: 0 means its default
 
 
-def _aws_env(creds: AwsCredentials) -> tuple[dict[str, str], dict[str, str]]:
-    secret_env = {}
-    if creds.aws_access_key_id:
-        secret_env["AWS_ACCESS_KEY_ID"] = register_secret(creds.aws_access_key_id) or ""
-    if creds.aws_secret_access_key:
-        secret_env["AWS_SECRET_ACCESS_KEY"] = (
-            register_secret(creds.aws_secret_access_key.get_secret_value()) or ""
-        )
-    env = {"AWS_REGION": creds.region_name or "", "AWS_DEFAULT_REGION": creds.region_name or ""}
-    if creds.profile_name:
-        env["AWS_PROFILE"] = creds.profile_name
-    return env, secret_env
-
-
 class _BakeProgress:
     """A progress artifact that follows Packer's steps, so a person sees how far a long bake is."""
 
@@ -130,7 +116,7 @@ def run_bake(
     }
     creds = AwsCredentials.load(aws_block)
     variables["aws_max_retries"] = _max_retries(creds)
-    env, secret_env = _aws_env(creds)
+    env, secret_env = aws_environment(creds)
     progress = _BakeProgress(plan.host)
     packer.validate(variables, env=env, secret_env=secret_env)
     progress.update(5.0)

@@ -19,11 +19,11 @@ from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
+from blocks.environment import aws_environment
 from tools import aws as aws_tool
 from tools import terraform as tf
 from tools.errors import AwsError, ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
-from tools.redact import register_secret
 from tools.terraform import ConvergedRecord, LockInfo, OutputValue, PlanSummary, Workspace
 
 # Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
@@ -58,31 +58,27 @@ class ApplyResult(BaseModel):
 def _context(backend_block: str, aws_block: str) -> tuple[TerraformBackend, dict[str, str], dict[str, str]]:
     backend = TerraformBackend.load(backend_block)
     aws = AwsCredentials.load(aws_block)
-    region = aws.region_name or backend.region
-    secret_env: dict[str, str] = {}
-    if aws.aws_access_key_id:
-        secret_env["AWS_ACCESS_KEY_ID"] = register_secret(aws.aws_access_key_id) or ""
-    if aws.aws_secret_access_key:
-        secret_env["AWS_SECRET_ACCESS_KEY"] = (
-            register_secret(aws.aws_secret_access_key.get_secret_value()) or ""
-        )
-    if aws.aws_session_token:
-        secret_env["AWS_SESSION_TOKEN"] = register_secret(aws.aws_session_token.get_secret_value()) or ""
-    endpoint = aws.aws_client_parameters.endpoint_url or ""
-    env = {
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "TF_VAR_aws_region": region,
-        "TF_VAR_aws_endpoint": endpoint,
-    }
-    if aws.profile_name:
-        env["AWS_PROFILE"] = aws.profile_name
+    env, secret_env = aws_environment(aws, backend.region)
+    env["TF_VAR_aws_region"] = env.get("AWS_REGION", "")
+    env["TF_VAR_aws_endpoint"] = aws.aws_client_parameters.endpoint_url or ""
     return backend, env, secret_env
+
+
+def deadlines(backend: TerraformBackend) -> tf.Deadlines:
+    return tf.Deadlines(
+        plan_seconds=backend.plan_timeout_seconds,
+        apply_seconds=backend.apply_timeout_seconds,
+        plan_stop_seconds=backend.plan_stop_seconds,
+        apply_stop_seconds=backend.apply_stop_seconds,
+    )
 
 
 def _runner(workspace: Workspace, backend_block: str, aws_block: str) -> tuple[tf.Runner, TerraformBackend]:
     backend, env, secret_env = _context(backend_block, aws_block)
-    return tf.Runner(workspace, env=env, secret_env=secret_env, logger=default_logger()), backend
+    runner = tf.Runner(
+        workspace, env=env, secret_env=secret_env, deadlines=deadlines(backend), logger=default_logger()
+    )
+    return runner, backend
 
 
 def state_key(backend: TerraformBackend, stack: str) -> str:

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from tools.errors import BakeFailed, InvalidInput, looks_transient
-from tools.process import ProcessResult, run, which
+from tools.process import BASE_ENV, ProcessResult, run, which
 from tools.settings import INFRA_DIR
+from tools.stopping import interrupt_once
 
 PACKER_DIR = INFRA_DIR / "packer"
 TEMPLATE = "packer_template.json"
@@ -47,6 +48,12 @@ __all__ = [
     "validate",
     "write_var_file",
 ]
+
+# What Packer may take from the worker's environment: its own settings and the AWS SDK's, nothing else.
+PACKER_ENV = (*BASE_ENV, "PACKER_*", "PKR_*", "AWS_*", "CHECKPOINT_DISABLE")
+# Packer's protocol: one SIGINT makes it clean up (terminate the build instance, delete the temporary key
+# pair and security group); a second one would skip that. It gets this long before SIGKILL.
+PACKER_STOP = interrupt_once(600)
 
 
 def available(kind: str, base: Path = PACKER_DIR) -> list[str]:
@@ -133,7 +140,12 @@ def provisioner_files(
 
 
 _HASH_EXCLUDED = {
-    "content_hash", "git_commit", "build_number", "ec2_endpoint", "ami_name_suffix", "aws_max_retries"
+    "content_hash",
+    "git_commit",
+    "build_number",
+    "ec2_endpoint",
+    "ami_name_suffix",
+    "aws_max_retries",
 }
 
 
@@ -262,7 +274,9 @@ def _run(
             argv,
             cwd=cwd,
             env={"PACKER_NO_COLOR": "1", "CHECKPOINT_DISABLE": "1", **(env or {})},
+            inherit=PACKER_ENV,
             secret_env=secret_env,
+            stop=PACKER_STOP,
             timeout=timeout,
             should_cancel=should_cancel,
             on_line=on_line,

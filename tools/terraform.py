@@ -24,6 +24,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from pydantic import BaseModel, Field
 from python_terraform import IsFlagged, Terraform
 
 from tools.errors import InvalidInput, StateLocked, TerraformError, ToolError, looks_transient
-from tools.process import ProcessResult, run, which
+from tools.process import BASE_ENV, ProcessResult, run, which
 from tools.redact import register_secret
 from tools.settings import INFRA_DIR
+from tools.stopping import StopPolicy, interrupt_once
 
 TERRAFORM_DIR = INFRA_DIR / "terraform"
 PLAN_FILE = "devops.tfplan"
@@ -378,8 +380,32 @@ def stale_lock_reason(lock: LockInfo, stack: str, state_key: str, holder: str | 
     )
 
 
+# What Terraform may take from the worker's environment: its own settings and the AWS SDK's (a worker on
+# AWS may get its credentials from the environment, e.g. a container role); never anything else.
+TERRAFORM_ENV = (*BASE_ENV, "TF_*", "AWS_*", "CHECKPOINT_DISABLE")
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """How long each kind of Terraform command may run, and how long its graceful stop may take after
+    the one SIGINT (cancel or deadline) before SIGKILL. Reads (init, plan, show, output) and writes
+    (apply, destroy, import, force-unlock) differ: a large apply takes long, and its graceful stop
+    finishes the provider calls in flight and writes the state, which must not be cut short."""
+
+    plan_seconds: float = 900
+    apply_seconds: float = 3600
+    plan_stop_seconds: float = 120
+    apply_stop_seconds: float = 900
+
+    def timeout(self, writes: bool) -> float:
+        return self.apply_seconds if writes else self.plan_seconds
+
+    def stop(self, writes: bool) -> StopPolicy:
+        return interrupt_once(self.apply_stop_seconds if writes else self.plan_stop_seconds)
+
+
 class Runner:
-    """Runs one workspace's commands with the same environment, timeout and cancel callback."""
+    """Runs one workspace's commands with the same environment, deadlines and cancel callback."""
 
     def __init__(
         self,
@@ -387,7 +413,7 @@ class Runner:
         *,
         env: Mapping[str, str] | None = None,
         secret_env: Mapping[str, str] | None = None,
-        timeout: float | None = 900,
+        deadlines: Deadlines = Deadlines(),
         should_cancel: Callable[[], bool] | None = None,
         logger=None,  # noqa: ANN001
     ) -> None:
@@ -396,16 +422,19 @@ class Runner:
         self.secret_env = dict(secret_env or {})
         for value in self.secret_env.values():
             register_secret(value)
-        self.timeout, self.should_cancel, self.logger = timeout, should_cancel, logger
+        self.deadlines, self.should_cancel, self.logger = deadlines, should_cancel, logger
 
-    def __call__(self, argv: list[str], what: str, **kwargs: Any) -> ProcessResult:
+    def __call__(self, argv: list[str], what: str, writes: bool = False, **kwargs: Any) -> ProcessResult:
+        """Run one command; `writes` marks the commands that write state (apply's deadlines)."""
         try:
             return run(
                 argv,
                 cwd=self.workspace.path,
                 env=self.env,
+                inherit=TERRAFORM_ENV,
                 secret_env=self.secret_env,
-                timeout=self.timeout,
+                timeout=self.deadlines.timeout(writes),
+                stop=self.deadlines.stop(writes),
                 should_cancel=self.should_cancel,
                 logger=self.logger,
                 error=TerraformError,
@@ -467,13 +496,13 @@ def force_unlock(runner: Runner, lock_id: str) -> ProcessResult:
     """`terraform force-unlock -force ID` (the caller has proved the holder dead)."""
     if not re.match(r"^[A-Za-z0-9-]+$", lock_id or ""):
         raise InvalidInput(f"not a Terraform lock ID: {lock_id!r}")
-    return runner(command("force-unlock", lock_id, force=IsFlagged), "terraform force-unlock")
+    return runner(command("force-unlock", lock_id, force=IsFlagged), "terraform force-unlock", writes=True)
 
 
 def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
     """Apply the saved plan only: no new plan, no approval prompt."""
     argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
-    return runner(argv, "terraform apply")
+    return runner(argv, "terraform apply", writes=True)
 
 
 def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
@@ -485,7 +514,7 @@ def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
         var_file=VAR_FILE,
         lock_timeout=f"{lock_timeout}s",
     )
-    return runner(argv, "terraform destroy")
+    return runner(argv, "terraform destroy", writes=True)
 
 
 def outputs(runner: Runner) -> dict[str, OutputValue]:

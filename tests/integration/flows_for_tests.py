@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from prefect import flow, task
 
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tools import process
 from tools.settings import REPO_ROOT
 from tools.stopping import escalating
@@ -36,6 +37,12 @@ def run_tree(marker_dir: str) -> int:
 @flow(name="process-tree")
 def process_tree(marker_dir: str) -> int:
     return run_tree(marker_dir)
+
+
+@flow(name="process-tree-submitted", task_runner=StoppingThreadPoolTaskRunner(max_workers=2))
+def process_tree_submitted(marker_dir: str) -> int:
+    """The same tool, from a submitted task: it runs in a pool thread, not in the flow's main thread."""
+    return run_tree.submit(marker_dir).result()
 
 
 @task
@@ -87,6 +94,8 @@ if __name__ == "__main__":
     sys.path.insert(0, os.getcwd())
     if len(sys.argv) > 2 and sys.argv[2] == "fails":
         always_fails.serve(name=sys.argv[1], pause_on_shutdown=False)
+    elif len(sys.argv) > 2 and sys.argv[2] == "submitted":
+        process_tree_submitted.serve(name=sys.argv[1], pause_on_shutdown=False)
     elif len(sys.argv) > 2 and sys.argv[2] == "apply":
         apply_for_tests.serve(name=sys.argv[1], pause_on_shutdown=False)
     else:

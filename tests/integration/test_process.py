@@ -117,13 +117,19 @@ def test_missing_executable_is_a_clear_error() -> None:
         process.run(["no-such-tool-xyz", "--version"])
 
 
-def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(prefect_server: str, tmp_path: Path) -> None:
-    """Cancel through the API; Prefect's runner SIGTERMs the flow process; our runner reaps the tree."""
+@pytest.mark.parametrize(
+    ("flow_name", "mode"), [("process-tree", "tree"), ("process-tree-submitted", "submitted")]
+)
+def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(
+    prefect_server: str, tmp_path: Path, flow_name: str, mode: str
+) -> None:
+    """Cancel through the API; Prefect's runner SIGTERMs the flow process; our runner stops the tool
+    (SIGINT first) and reaps the tree, whether the task ran inline or was submitted to a pool thread."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelling
 
-    with served_run("process-tree", parameters={"marker_dir": str(tmp_path)}) as run:
+    with served_run(flow_name, mode, parameters={"marker_dir": str(tmp_path)}) as run:
         wait_for(tmp_path / "child.pid", 120)
         parent = int((tmp_path / "parent.pid").read_text())
         child = int((tmp_path / "child.pid").read_text())
@@ -141,3 +147,4 @@ def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(prefect_server: s
         while time.monotonic() < end and (pid_alive(parent) or pid_alive(child)):
             time.sleep(0.2)
         assert not pid_alive(parent) and not pid_alive(child), "the process tree outlived the cancel"
+        assert (tmp_path / "parent-got-sigint").exists(), "the tool was not sent SIGINT first"
