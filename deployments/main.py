@@ -10,13 +10,14 @@ stop: stops what start started (server, serve process); the sandbox is stopped b
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import sys
 import time
 import urllib.request
 
 from tools.sandbox import pid_alive, spawn, stop_pid
-from tools.settings import REPO_ROOT, apply_env, state_dir
+from tools.settings import REPO_ROOT, apply_env, load_env, public_env, state_dir
 
 HOST, PORT = "127.0.0.1", int(os.environ.get("DEVOPS_PREFECT_PORT", "4200"))
 API = f"http://{HOST}:{PORT}/api"
@@ -24,8 +25,12 @@ FIRST_RUNS = ["ami-rollout/devops-packer-xwiki", "refresh-servers/devops-refresh
 
 
 def healthy(url: str = f"{API}/health") -> bool:
+    request = urllib.request.Request(url)  # noqa: S310 - loopback
+    auth = os.environ.get("PREFECT_API_AUTH_STRING")
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
-        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - loopback
             return True
     except OSError:
         return False
@@ -39,10 +44,14 @@ def start_server() -> None:
     if healthy():
         print(f"[main] Prefect server already answering on {API}")
         return
+    home = state_dir() / "prefect"
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    home.chmod(0o700)  # its SQLite database holds every run's parameters and logs
     env = {
-        "PREFECT_HOME": str(state_dir() / "prefect"),
+        "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": API,
+        "PREFECT_SERVER_API_AUTH_STRING": os.environ["PREFECT_API_AUTH_STRING"],
     }
     pid = spawn(
         [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
@@ -89,7 +98,11 @@ def first_runs() -> None:
 
 
 def start() -> int:
-    apply_env(override=True)  # the served flows find the sandbox's engine and Terraform config
+    sandbox = load_env()
+    # The served flows find the sandbox's engine and Terraform config; its credentials stay out of the
+    # environment (flows get them from blocks), except the Prefect client's own basic auth.
+    apply_env(public_env(sandbox), override=True)
+    os.environ["PREFECT_API_AUTH_STRING"] = sandbox["DEVOPS_PREFECT_AUTH"]
     os.environ["PREFECT_API_URL"] = API
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.chdir(REPO_ROOT)
@@ -102,7 +115,11 @@ def start() -> int:
         print(f"[main] {key}: {value}")
     start_serving()
     first_runs()
-    print(f"\n[main] Prefect UI: http://{HOST}:{PORT}\n[main] stop everything with: scripts/main stop")
+    user = sandbox["DEVOPS_PREFECT_AUTH"].partition(":")[0]
+    print(
+        f"\n[main] Prefect UI: http://{HOST}:{PORT} (user {user}; the password is DEVOPS_PREFECT_AUTH in "
+        f"{state_dir() / 'env'})\n[main] stop everything with: scripts/main stop"
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -36,7 +37,7 @@ from tools.errors import ToolError, ToolMissing
 from tools.process import BASE_ENV, run
 from tools.redact import register_secret
 from tools.sandbox import free_port, pid_alive, port_free, spawn, stop_pid
-from tools.settings import REPO_ROOT, load_env, state_dir
+from tools.settings import REPO_ROOT, public_env, state_dir
 
 HOST = "127.0.0.1"
 POOL = "devops-process"
@@ -103,6 +104,24 @@ class ScaleOut:
     @property
     def password_file(self) -> Path:
         return self.dir / "postgres-password"
+
+    def auth(self) -> str:
+        """The server's basic auth (`user:password`), generated on first use, kept 0600 in the state dir."""
+        path = self.dir / "prefect-auth"
+        if not path.exists():
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"admin:{secrets.token_urlsafe(18)}")
+        value = path.read_text().strip()
+        register_secret(value.partition(":")[2])
+        return value
+
+    def client_settings(self) -> dict:
+        """Prefect settings for a client of this server (temporary_settings(updates=...))."""
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+        return {PREFECT_API_URL: self.api_url, PREFECT_API_AUTH_STRING: self.auth()}
 
     def logfile(self, name: str) -> Path:
         return self.dir / "logs" / f"{name}.log"
@@ -307,9 +326,12 @@ def stop_postgres(state: ScaleOut) -> None:
 # ---------------------------------------------------------------- Prefect server
 
 
-def healthy(api: str) -> bool:
+def healthy(api: str, auth: str | None = None) -> bool:
+    request = urllib.request.Request(f"{api}/health")  # noqa: S310 - loopback
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
-        with urllib.request.urlopen(f"{api}/health", timeout=2):  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - loopback
             return True
     except OSError:
         return False
@@ -318,6 +340,7 @@ def healthy(api: str) -> bool:
 def _prefect_env(state: ScaleOut, home: Path) -> dict[str, str]:
     return {
         "PREFECT_API_URL": state.api_url,
+        "PREFECT_API_AUTH_STRING": state.auth(),
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
@@ -325,7 +348,7 @@ def _prefect_env(state: ScaleOut, home: Path) -> dict[str, str]:
 
 
 def start_server(state: ScaleOut, port: int | None = None, ui: bool = True) -> None:
-    if pid_alive(state.server.get("pid")) and healthy(state.api_url):
+    if pid_alive(state.server.get("pid")) and healthy(state.api_url, state.auth()):
         log(f"server: reusing {state.api_url}")
         return
     port = port or state.server.get("port") or DEFAULT_API_PORT
@@ -335,6 +358,7 @@ def start_server(state: ScaleOut, port: int | None = None, ui: bool = True) -> N
     env = {
         **_prefect_env(state, state.dir / "server-home"),
         "PREFECT_API_DATABASE_CONNECTION_URL": database_url(state),
+        "PREFECT_SERVER_API_AUTH_STRING": state.auth(),
         "PREFECT_UI_ENABLED": "true" if ui else "false",
         "PREFECT_UI_API_URL": state.api_url,
     }
@@ -347,7 +371,7 @@ def start_server(state: ScaleOut, port: int | None = None, ui: bool = True) -> N
     state.server.update(started=True, pid=pid)
     state.save()
     end = time.monotonic() + 180
-    while not healthy(state.api_url):
+    while not healthy(state.api_url, state.auth()):
         if time.monotonic() > end or not pid_alive(pid):
             tail = logfile.read_text(errors="replace").splitlines()[-40:] if logfile.exists() else []
             raise ToolError(
@@ -468,12 +492,10 @@ def start_worker(state: ScaleOut, name: str, limit: int | None = None) -> int:
         return current["pid"]
     home = state.dir / "workers" / name
     home.mkdir(parents=True, exist_ok=True)
-    sandbox = {k: v for k, v in load_env().items() if k not in os.environ}
-    for key, value in sandbox.items():
-        if "PASSWORD" in key or "SECRET" in key:
-            register_secret(value)
+    # As on its own host: the worker holds its Prefect API credentials and the sandbox's endpoints and
+    # paths; the flows it runs get every other credential from blocks, never from its environment.
     env = {
-        **sandbox,
+        **public_env(),
         **_prefect_env(state, home),
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
         "PREFECT_WORKER_QUERY_SECONDS": os.environ.get("PREFECT_WORKER_QUERY_SECONDS", "5"),
@@ -493,7 +515,7 @@ def start_worker(state: ScaleOut, name: str, limit: int | None = None) -> int:
     ]
     if limit:
         argv += ["--limit", str(limit)]
-    pid = spawn(argv, state.logfile(name), env=env)
+    pid = spawn(argv, state.logfile(name), env=env, inherit=(*BASE_ENV, "DEVOPS_SANDBOX_DIR", "PYTHONPATH"))
     state.workers[name] = {"pid": pid, "started": True, "limit": limit}
     state.save()
     log(f"worker: {name} (pid {pid}, log {state.logfile(name)})")
@@ -511,10 +533,10 @@ def stop_worker(state: ScaleOut, name: str) -> None:
 def wait_for_workers(state: ScaleOut, names: list[str], seconds: float = 120) -> None:
     """Until every named worker has sent a heartbeat to the server (status ONLINE)."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     end = time.monotonic() + seconds
-    with temporary_settings(updates={PREFECT_API_URL: state.api_url}), get_client(sync_client=True) as client:
+    with temporary_settings(updates=state.client_settings()), get_client(sync_client=True) as client:
         while True:
             online = {
                 w.name
@@ -578,7 +600,7 @@ def status(directory: Path | None = None) -> bool:
     rows: list[tuple[str, bool, str]] = []
     pg_ok = bool(state.postgres.get("port")) and not port_free(state.postgres["port"])
     rows.append(("postgres", pg_ok, f"{HOST}:{state.postgres.get('port')}"))
-    server_ok = bool(state.server.get("port")) and healthy(state.api_url)
+    server_ok = bool(state.server.get("port")) and healthy(state.api_url, state.auth())
     rows.append(("prefect-server", server_ok, state.api_url if state.server.get("port") else "-"))
     for name, info in sorted(state.workers.items()):
         rows.append((name, pid_alive(info.get("pid")), f"pid {info.get('pid')}"))

@@ -40,6 +40,9 @@ DEFAULT_PORTS = {"registry": 5000, "moto": 4566}
 MIN_VERSIONS = {"packer": (1, 6), "terraform": (1, 5), "ansible-core": (2, 15)}
 
 
+PREFECT_USER = "admin"
+
+
 def log(message: str) -> None:
     print(f"[sandbox] {message}", flush=True)
 
@@ -97,17 +100,23 @@ def pid_alive(pid: int | None) -> bool:
         return False
 
 
-def spawn(argv: list[str], logfile: Path, env: dict[str, str] | None = None) -> int:
-    """Start a long-running service detached from us (own session), output to `logfile`."""
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with open(logfile, "ab") as out:
+def spawn(
+    argv: list[str], logfile: Path, env: dict[str, str] | None = None, inherit: tuple[str, ...] | None = None
+) -> int:
+    """Start a long-running service detached from us (own session), output to `logfile`. Its environment
+    is ours plus `env`, or with `inherit` only the variables of ours it names (`NAME` or `PREFIX*`)."""
+    from tools.process import inherited_env
+
+    logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # logs may name endpoints, users
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603 - argv list
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if inherit is None else inherited_env(inherit)), **(env or {})},
         )
     return proc.pid
 
@@ -497,6 +506,8 @@ def up() -> dict[str, str]:
     ensure_moto(state, env)
     ensure_terraform_config(env)
     env["DEVOPS_SANDBOX"] = "1"
+    # Basic auth of the local Prefect servers (main job, scale-out demo): generated here, never committed.
+    env.setdefault("DEVOPS_PREFECT_AUTH", f"{PREFECT_USER}:{secrets.token_urlsafe(18)}")
     write_env(env)
     state.component("versions").update(versions)
     state.save()

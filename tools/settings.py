@@ -8,6 +8,7 @@ them into Prefect blocks; tests read them through `load_env()`. The state direct
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +34,16 @@ def load_env(path: Path | None = None) -> dict[str, str]:
             key, _, value = line.partition("=")
             values[key.strip()] = value
     return values
+
+
+_SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|AUTH|ACCESS_KEY", re.IGNORECASE)
+
+
+def public_env(values: dict[str, str] | None = None) -> dict[str, str]:
+    """The sandbox values that are not credentials (endpoints, paths): what a long-running process may
+    export to its environment. Credentials reach flows through blocks, never through the environment."""
+    values = load_env() if values is None else values
+    return {k: v for k, v in values.items() if not _SECRET_NAME.search(k)}
 
 
 def write_env(values: dict[str, str], path: Path | None = None) -> Path:

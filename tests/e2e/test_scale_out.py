@@ -57,9 +57,9 @@ def cluster(sandbox_env: dict[str, str]) -> Iterator[object]:
 @contextmanager
 def on(state) -> Iterator[None]:  # noqa: ANN001
     """Prefect client calls inside go to the scale-out server, not to the test session's server."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: state.api_url}):
+    with temporary_settings(updates=state.client_settings()):
         yield
 
 

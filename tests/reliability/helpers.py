@@ -42,6 +42,24 @@ def _ppid(pid: int) -> int:
         return 0
 
 
+# Tools whose environment the secret scan checks: each may hold only the secrets meant for it.
+ENV_TOOLS = ("terraform", "packer", "ansible-playbook", "ansible-runner", "git", "ssh")
+
+
+def _tool_of(argv: list[str]) -> str | None:
+    """The tool a process is (by its argv[0], or argv[1] for an interpreter running a script); a plugin
+    counts as its tool."""
+    for arg in argv[:2]:
+        name = Path(arg).name
+        if name.startswith("terraform-provider-"):
+            return "terraform"
+        if name.startswith("packer-plugin-"):
+            return "packer"
+        if name in ENV_TOOLS:
+            return name
+    return None
+
+
 def descends_from(pid: int, ancestor: int) -> bool:
     seen = 0
     while pid > 1 and seen < 64:
@@ -92,6 +110,7 @@ class ProcSampler(threading.Thread):
         self.argvs: set[tuple[str, ...]] = set()
         self.tools_seen: list[list[str]] = []
         self.environ_reads = 0
+        self.tool_environs: dict[str, set[str]] = {}  # tool name -> each distinct environment seen
         self.samples = 0
         self._stop_event = threading.Event()
         self._me = os.getpid()
@@ -104,8 +123,12 @@ class ProcSampler(threading.Thread):
                     self.argvs.add(key)
                     if {Path(a).name for a in argv[:2]} & set(TOOL_NAMES) and descends_from(pid, self._me):
                         self.tools_seen.append(argv)
-                if _read(Path(f"/proc/{pid}/environ")):
+                environ = _read(Path(f"/proc/{pid}/environ"))
+                if environ:
                     self.environ_reads += 1
+                    tool = _tool_of(argv)
+                    if tool and descends_from(pid, self._me):
+                        self.tool_environs.setdefault(tool, set()).add(environ.decode(errors="replace"))
             self.samples += 1
             self._stop_event.wait(self.interval)
 
@@ -246,7 +269,6 @@ def sandbox_catalog() -> list[str]:
         f"{env['DEVOPS_REGISTRY_USER']}:{env['DEVOPS_REGISTRY_PASSWORD']}".encode()
     ).decode()
     return registry_catalog(env["DEVOPS_REGISTRY"], token)
-
 
 
 def diff(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
