@@ -53,8 +53,16 @@ SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token|key|credential", 
 TAGS_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
 LIMIT_PATTERN = re.compile(r"^[^\s'\"`;|&$<>]+$")
 DEFAULT_STOP = escalating(interrupt=10, terminate=5)  # ansible-runner cancels its job on SIGINT
-# What Ansible may take from the worker's environment: its own settings and the SSH agent, nothing else.
-ANSIBLE_ENV = (*BASE_ENV, "ANSIBLE_*", "SSH_AUTH_SOCK")
+# What Ansible may take from the worker's environment: its own settings, the SSH agent, and where the
+# Docker engine is (the docker modules of plays on the local host read it), nothing else.
+ANSIBLE_ENV = (
+    *BASE_ENV,
+    "ANSIBLE_*",
+    "SSH_AUTH_SOCK",
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+)
 EventHandler = Callable[[dict[str, Any]], None]
 
 __all__ = [

@@ -49,8 +49,18 @@ __all__ = [
     "write_var_file",
 ]
 
-# What Packer may take from the worker's environment: its own settings and the AWS SDK's, nothing else.
-PACKER_ENV = (*BASE_ENV, "PACKER_*", "PKR_*", "AWS_*", "CHECKPOINT_DISABLE")
+# What Packer may take from the worker's environment: its own settings, the AWS SDK's and where the Docker
+# engine is (its docker builder), nothing else.
+PACKER_ENV = (
+    *BASE_ENV,
+    "PACKER_*",
+    "PKR_*",
+    "AWS_*",
+    "CHECKPOINT_DISABLE",
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+)
 # Packer's protocol: one SIGINT makes it clean up (terminate the build instance, delete the temporary key
 # pair and security group); a second one would skip that. It gets this long before SIGKILL.
 PACKER_STOP = interrupt_once(600)
