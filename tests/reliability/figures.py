@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.reliability.catalogue import Item, items
 
-SCAN_FILE = "devops-flows-secret-scan.json"
+SCAN_GLOB = "devops-flows-secret-scan*.json"  # the pipeline scan and the failure paths' scan
 OUTCOMES_FILE = "outcomes.json"
 
 
@@ -54,12 +54,24 @@ class Recorder:
         ran = any(item_outcome(item, self.outcomes)[0] != "not-run" for item in catalogue)
         if not ran or os.environ.get("DEVOPS_RELIABILITY_DEFER") == "1":
             return
-        scan_file = self.figures_dir / SCAN_FILE
-        scan = json.loads(scan_file.read_text()) if scan_file.exists() else None
+        scan = combined_scan(self.figures_dir)
         lines, self.failed = render(catalogue, self.outcomes, scan, self.verbose)
         terminalreporter.section("reliability figures (issue 7)")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def combined_scan(figures_dir: Path) -> dict | None:
+    """The secret scans of this session (the pipeline's, the failure paths'), added up."""
+    scans = [json.loads(p.read_text()) for p in sorted(figures_dir.glob(SCAN_GLOB))]
+    if not scans:
+        return None
+    return {
+        "places_scanned": sum(s["places_scanned"] for s in scans),
+        "argv_samples": sum(s["argv_samples"] for s in scans),
+        "occurrences": sum(s["occurrences"] for s in scans),
+        "where": [w for s in scans for w in s["where"]],
+    }
 
 
 def _matches(node: str, nodeid: str) -> bool:
