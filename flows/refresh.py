@@ -11,11 +11,19 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from blocks import VAULT_BLOCK
 from tasks.ansible import publish_recap, run_playbook
 from tools.ansible import PlaybookResult, PlaybookSpec
+from tools.ansible_inputs import (
+    LIMIT_PATTERN,
+    PATH_MAX,
+    PATH_PATTERN,
+    TAGS_PATTERN,
+    VAR_NAME_PATTERN,
+    check_extra_vars,
+)
 
 __all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
 
@@ -23,17 +31,44 @@ __all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
 class AnsibleTarget(BaseModel):
     """Which playbook runs against which hosts (paths relative to infra/ansible, or absolute)."""
 
-    playbook: str = Field(default="internal_hosts.yml", description="Playbook under infra/ansible.")
-    inventory: str = Field(default="inventory.ini", description="Inventory under infra/ansible.")
+    playbook: str = Field(
+        default="internal_hosts.yml",
+        min_length=1,
+        max_length=PATH_MAX,
+        pattern=PATH_PATTERN,
+        description="Playbook under infra/ansible (a regular, non-executable file).",
+    )
+    inventory: str = Field(
+        default="inventory.ini",
+        min_length=1,
+        max_length=PATH_MAX,
+        pattern=PATH_PATTERN,
+        description="Static ini/yaml inventory under infra/ansible (never an executable script).",
+    )
     limit: str | None = Field(
-        default=None, description="Ansible host pattern restricting the run, e.g. 'xwiki' or 'web*:!web3'."
+        default=None,
+        max_length=256,
+        pattern=LIMIT_PATTERN,
+        description="Ansible host pattern restricting the run, e.g. 'xwiki' or 'web*:!web3'.",
     )
-    tags: str | None = Field(default=None, description="Comma-separated tags to run (all when empty).")
+    tags: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=TAGS_PATTERN,
+        description="Comma-separated tags to run (all when empty).",
+    )
     forks: int = Field(default=5, ge=1, le=100, description="Hosts handled in parallel.")
-    extra_vars: dict[str, Any] = Field(
+    extra_vars: dict[Annotated[str, StringConstraints(pattern=VAR_NAME_PATTERN)], Any] = Field(
         default_factory=dict,
-        description="Non-secret variables (names like *password*, *secret*, *token*, *key* are rejected).",
+        description="Non-secret plain variables: no ansible_* names, no Jinja ({{ {% {#), no names like "
+        "*password*, *_pass, *secret*, *token*, *key*.",
     )
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _plain_extra_vars(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_extra_vars(value)
+        return value
 
     def spec(self, check: bool = False, diff: bool = False) -> PlaybookSpec:
         return PlaybookSpec(**self.model_dump(), check=check, diff=diff)

@@ -41,6 +41,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tools.ansible_inputs import (
+    LIMIT_PATTERN,
+    PATH_MAX,
+    PATH_PATTERN,
+    TAGS_PATTERN,
+    check_extra_vars,
+    check_limit,
+    check_tags,
+    inventory_hosts,
+    resolve_input_file,
+)
 from tools.errors import AnsibleRunFailed, InvalidInput
 from tools.process import Grace, default_logger, run
 from tools.redact import redact, register_secret
@@ -48,9 +59,6 @@ from tools.settings import INFRA_DIR
 
 ANSIBLE_DIR = INFRA_DIR / "ansible"
 PDD_PREFIX = "devops-ansible-"
-SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token|key|credential", re.IGNORECASE)
-TAGS_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
-LIMIT_PATTERN = re.compile(r"^[^\s'\"`;|&$<>]+$")
 DEFAULT_GRACE = Grace(interrupt=10, terminate=5)
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -170,6 +178,7 @@ class PlaybookResult(BaseModel):
                     if h.host in failing
                     else ""
                 ),
+                "reason": failing[h.host].message if h.host in failing else "",
             }
             for h in self.hosts
         ]
@@ -178,60 +187,28 @@ class PlaybookResult(BaseModel):
 class PlaybookSpec(BaseModel):
     """A playbook run, validated by `validate_spec` before anything starts."""
 
-    playbook: str = "internal_hosts.yml"
-    inventory: str = "inventory.ini"
-    limit: str | None = None
-    tags: str | None = None
+    playbook: str = Field(default="internal_hosts.yml", max_length=PATH_MAX, pattern=PATH_PATTERN)
+    inventory: str = Field(default="inventory.ini", max_length=PATH_MAX, pattern=PATH_PATTERN)
+    limit: str | None = Field(default=None, max_length=256, pattern=LIMIT_PATTERN)
+    tags: str | None = Field(default=None, max_length=2048, pattern=TAGS_PATTERN)
     check: bool = False
     diff: bool = False
-    forks: int = 5
+    forks: int = Field(default=5, ge=1, le=100)
     extra_vars: dict[str, Any] = Field(default_factory=dict)
 
 
 def resolve_path(value: str, what: str, base: Path = ANSIBLE_DIR) -> Path:
-    """An absolute path: `value` as given when absolute, else relative to infra/ansible; must exist."""
-    path = Path(value)
-    if not path.is_absolute():
-        path = base / path
-    path = path.resolve()
-    if not path.exists():
-        raise InvalidInput(
-            f"{what} {value!r} does not exist (looked at {path}); give a path relative to {base} or absolute"
-        )
-    return path
-
-
-def check_extra_vars(extra_vars: Mapping[str, Any], _prefix: str = "") -> None:
-    """Reject keys that look secret (at any depth): secrets come from the vault, never from parameters."""
-    for key, value in extra_vars.items():
-        name = f"{_prefix}{key}"
-        if not isinstance(key, str) or not key:
-            raise InvalidInput(f"extra var names must be non-empty strings, got {key!r}")
-        if SECRET_KEY_PATTERN.search(key):
-            raise InvalidInput(
-                f"extra var {name!r} looks like a secret (password/secret/token/key): put secrets in vaulted "
-                "host_vars or group_vars; extra vars are recorded in plain text"
-            )
-        if isinstance(value, Mapping):
-            check_extra_vars(value, _prefix=f"{name}.")
+    """An existing regular, non-executable file under an allowed root (see tools.ansible_inputs)."""
+    return resolve_input_file(value, what, base)
 
 
 def list_hosts(inventory: Path, pattern: str = "all", *, project_dir: Path = ANSIBLE_DIR) -> list[str]:
-    """Hosts of `inventory` that match `pattern` (`ansible PATTERN --list-hosts`, no connection made)."""
-    result = run(
-        [_bin("ansible"), pattern, "-i", str(inventory), "--list-hosts"],
-        cwd=project_dir,
-        env=_base_env(project_dir),
-        capture_stdout=True,
-        log_line=lambda stream, line: stream == "stderr",
-        error=AnsibleRunFailed,
-        what="ansible --list-hosts",
-        timeout=120,
-    )
-    return parse_list_hosts(result.stdout)
+    """Hosts of `inventory` that match `pattern`, parsed in this process (no process is started)."""
+    return inventory_hosts(inventory, pattern)
 
 
 def parse_list_hosts(stdout: str) -> list[str]:
+    """Host names from `ansible PATTERN --list-hosts` output."""
     hosts: list[str] = []
     for line in stdout.splitlines():
         stripped = line.strip()
@@ -242,18 +219,14 @@ def parse_list_hosts(stdout: str) -> list[str]:
 
 
 def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tuple[Path, Path, list[str]]:
-    """Check everything before a side effect. Returns (playbook, inventory, matched hosts)."""
-    playbook = resolve_path(spec.playbook, "playbook", project_dir)
-    inventory = resolve_path(spec.inventory, "inventory", project_dir)
+    """Check everything before a side effect, starting no process. Returns (playbook, inventory, hosts)."""
     if spec.forks < 1 or spec.forks > 100:
         raise InvalidInput(f"forks must be between 1 and 100, got {spec.forks}")
-    if spec.tags is not None and not TAGS_PATTERN.fullmatch(spec.tags):
-        raise InvalidInput(f"tags must be comma-separated names (letters, digits, _ . -), got {spec.tags!r}")
-    if spec.limit is not None and (not spec.limit.strip() or not LIMIT_PATTERN.fullmatch(spec.limit)):
-        raise InvalidInput(
-            f"limit must be an Ansible host pattern without spaces or shell characters, got {spec.limit!r}"
-        )
+    check_limit(spec.limit)
+    check_tags(spec.tags)
     check_extra_vars(spec.extra_vars)
+    playbook = resolve_path(spec.playbook, "playbook", project_dir)
+    inventory = resolve_path(spec.inventory, "inventory", project_dir)
     everyone = list_hosts(inventory, "all", project_dir=project_dir)
     if not everyone:
         raise InvalidInput(f"inventory {inventory} has no hosts")
@@ -422,9 +395,7 @@ def parse_events(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             failures.append(HostFailure(host=host, task=task, message=message))
         elif kind == "runner_on_unreachable":
             failures.append(
-                HostFailure(
-                    host=host, task=task, unreachable=True, message=_failure_message(data.get("res") or {})
-                )
+                HostFailure(host=host, task=task, unreachable=True, message=_unreachable_message(event))
             )
         elif kind == "playbook_on_stats":
             hosts = _recap(data)
@@ -453,18 +424,39 @@ def _recap(data: Mapping[str, Any]) -> list[HostRecap]:
 
 
 def _failure_message(res: Mapping[str, Any]) -> str:
+    """Ansible's own reason: the result's `msg`, or for a loop the failing/unreachable item's message
+    instead of the loop's generic "All items completed" (an unreachable host's SSH/connection error)."""
     if not isinstance(res, Mapping):
         return redact(str(res))[:500]
-    parts = [str(res.get("msg") or "").strip()]
+    top = str(res.get("msg") or "").strip()
+    parts = [top]
     for item in res.get("results") or []:
-        if isinstance(item, Mapping) and item.get("failed"):
+        if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
             label = item.get("item")
             detail = str(item.get("msg") or item.get("stderr") or item.get("stdout") or "").strip()
-            parts.append(f"item {label}: {detail}".strip())
+            if top.lower().startswith("all items completed") or "one or more items failed" in top.lower():
+                parts = []
+            parts.append(f"item {label}: {detail}".strip() if label is not None else detail)
             break
     if not res.get("results") and res.get("stderr"):
         parts.append(str(res["stderr"]).strip())
     return redact("; ".join(p for p in parts if p))[:500]
+
+
+def _unreachable_message(event: Mapping[str, Any]) -> str:
+    """The connection error of an unreachable host: the result's message, else Ansible's printed one."""
+    data = event.get("event_data") or {}
+    message = _failure_message(data.get("res") or {})
+    if message and not message.lower().startswith("all items completed"):
+        return message
+    stdout = str(event.get("stdout") or "").replace("\r\n", "\n")
+    found = re.search(r'"msg":\s*"((?:[^"\\]|\\.)*)"', stdout)
+    if found:
+        try:
+            return redact(json.loads(f'"{found.group(1)}"'))[:500]
+        except ValueError:
+            return redact(found.group(1))[:500]
+    return message
 
 
 def _error_line(stdout: str) -> str:
