@@ -18,9 +18,11 @@ Events: `-j` prints each job event as one JSON line on stdout while it happens; 
 its `stdout` (redacted) goes to the logger, which is the playbook's normal output. After the run the
 recap, the failing tasks and the changes are parsed from the same events (`artifacts/<ident>/job_events`).
 
-Secrets: the vault password is written to a 0600 file inside a 0700 temporary private data dir and only
-its path is given to Ansible (`ANSIBLE_VAULT_PASSWORD_FILE`); extra vars must not look secret. The
-runner records argv and environment under `artifacts/`, so the whole directory is deleted afterwards.
+Secrets: before the run, every value the vault password decrypts in the playbook's variable files is
+registered for redaction (`tools.ansible_vault`). The vault password is written to a 0600 file inside
+a 0700 temporary private data dir and only its path is given to Ansible (`ANSIBLE_VAULT_PASSWORD_FILE`);
+extra vars must not look secret (`tools.ansible_inputs`). The runner records argv and environment under
+`artifacts/`, so the whole directory is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from tools.ansible_inputs import (
     inventory_hosts,
     resolve_input_file,
 )
+from tools.ansible_vault import register_vault_values
 from tools.errors import AnsibleRunFailed, InvalidInput
 from tools.process import Grace, default_logger, run
 from tools.redact import redact, register_secret
@@ -287,6 +290,7 @@ def run_playbook(
     playbook, inventory, _ = validate_spec(spec, project_dir=project_dir)
     if vault_password:
         register_secret(vault_password)
+        register_vault_values(playbook.parent, inventory, vault_password)
     pdd = Path(tempfile.mkdtemp(prefix=PDD_PREFIX))
     ident = uuid.uuid4().hex[:12]
     events: list[dict[str, Any]] = []
