@@ -62,6 +62,7 @@ class AnsibleTarget(BaseModel):
         default_factory=dict,
         description="Non-secret plain variables: no ansible_* names, no Jinja ({{ {% {#), no names like "
         "*password*, *_pass, *secret*, *token*, *key*.",
+        json_schema_extra={"additionalProperties": False},
     )
 
     @field_validator("extra_vars")

@@ -38,7 +38,7 @@ INVENTORY_PLUGINS = ["ini", "yaml", "toml"]
 
 SECRET_NAME = re.compile(
     r"passw(or)?d|passphrase|(^|[_.-])pass($|[_.-])|pwd|secret|token|credential|private_?key|api_?key"
-    r"|(^|[_.-])keys?($|[_.-])|key$",
+    r"|(^|[_.-])keys?($|[_.-])",
     re.IGNORECASE,
 )
 JINJA = re.compile(r"\{\{|\{%|\{#")
