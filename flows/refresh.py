@@ -27,6 +27,8 @@ from tools.ansible_inputs import (
 
 __all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
 
+BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+
 
 class AnsibleTarget(BaseModel):
     """Which playbook runs against which hosts (paths relative to infra/ansible, or absolute)."""
@@ -80,7 +82,15 @@ def refresh_servers(
     target: AnsibleTarget = AnsibleTarget(),  # noqa: B008 - a pydantic default renders in the UI form
     check: Annotated[bool, Field(description="Check mode: report what would change, change nothing")] = False,
     diff: Annotated[bool, Field(description="Show the diff of each changed file or setting.")] = False,
-    vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+    vault_block: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=BLOCK_NAME_PATTERN,
+            description="Secret block with the vault password (a block name: a-z, 0-9, -).",
+        ),
+    ] = VAULT_BLOCK,
     timeout_seconds: Annotated[int, Field(ge=10, description="Deadline of the whole playbook run.")] = 3600,
 ) -> PlaybookResult:
     """Run the playbook on the inventory's servers, publish the recap, fail if any host failed."""

@@ -205,20 +205,9 @@ def resolve_path(value: str, what: str, base: Path = ANSIBLE_DIR) -> Path:
     return resolve_input_file(value, what, base)
 
 
-def list_hosts(inventory: Path, pattern: str = "all", *, project_dir: Path = ANSIBLE_DIR) -> list[str]:
+def list_hosts(inventory: Path, pattern: str = "all") -> list[str]:
     """Hosts of `inventory` that match `pattern`, parsed in this process (no process is started)."""
     return inventory_hosts(inventory, pattern)
-
-
-def parse_list_hosts(stdout: str) -> list[str]:
-    """Host names from `ansible PATTERN --list-hosts` output."""
-    hosts: list[str] = []
-    for line in stdout.splitlines():
-        stripped = line.strip()
-        if not stripped or re.match(r"^hosts \(\d+\):$", stripped):
-            continue
-        hosts.append(stripped)
-    return hosts
 
 
 def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tuple[Path, Path, list[str]]:
@@ -230,10 +219,10 @@ def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tup
     check_extra_vars(spec.extra_vars)
     playbook = resolve_path(spec.playbook, "playbook", project_dir)
     inventory = resolve_path(spec.inventory, "inventory", project_dir)
-    everyone = list_hosts(inventory, "all", project_dir=project_dir)
+    everyone = list_hosts(inventory, "all")
     if not everyone:
         raise InvalidInput(f"inventory {inventory} has no hosts")
-    matched = list_hosts(inventory, spec.limit, project_dir=project_dir) if spec.limit else everyone
+    matched = list_hosts(inventory, spec.limit) if spec.limit else everyone
     if not matched:
         raise InvalidInput(
             f"limit {spec.limit!r} matches no host of {inventory}; hosts are: {', '.join(everyone)}"

@@ -349,6 +349,11 @@ CASES: dict[str, tuple[str, Callable[[Ctx], object], str]] = {
         lambda c: c.refresh(extra_vars={"users": [{"name": "a", "user_secret": "x"}]}),
         "users[0].user_secret",
     ),
+    "refresh-vault-block-name-invalid": (
+        "refresh-servers",
+        lambda c: refresh_servers(target={"limit": "xwiki"}, vault_block="../x", return_state=True),
+        "should match pattern",
+    ),
     # packer
     "bake-unknown-host": ("bake-image", lambda c: c.bake(host="nosuch"), "'jenkins' or 'xwiki'"),
     "bake-unknown-os": ("bake-image", lambda c: c.bake(os="windows-95"), "'ubuntu-18.04'"),
