@@ -106,6 +106,8 @@ FAULTS = [
         (
             "tests/e2e/test_refresh.py::test_failed_and_unreachable_hosts_fail_the_run_others_refreshed",
             "tests/integration/test_ansible.py::test_closed_port_is_unreachable",
+            "tests/integration/test_ansible_unreachable.py::"
+            "test_unreachable_host_in_a_loop_reports_the_connection_error",
         ),
     ),
     Item(
