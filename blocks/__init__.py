@@ -23,6 +23,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.blocks.system import Secret
 from pydantic import Field, SecretStr
 
+from tools.errors import InvalidInput
 from tools.redact import register_secret
 
 if TYPE_CHECKING:
@@ -82,18 +83,45 @@ class AppSecrets(Block):
         return {name: register_secret(value.get_secret_value()) or "" for name, value in self.values.items()}
 
 
-def slack_webhook(url: str) -> CustomWebhookNotificationBlock:
-    """A webhook block that posts Slack-compatible `{"text": ...}` JSON to `url`."""
+WEBHOOK_URL_SECRET = "webhook_url"
+
+
+def slack_webhook(url: str | SecretStr) -> CustomWebhookNotificationBlock:
+    """A webhook block that posts Slack-compatible `{"text": ...}` JSON to `url`.
+
+    The URL (a Slack webhook URL is itself the credential) is kept in the block's secret values and the
+    `url` field is only the placeholder `{{webhook_url}}`: the UI and the API show it obfuscated, and it
+    is substituted at send time by Prefect's own templating (server-side automations included).
+    """
     from urllib.parse import urlparse
 
-    host = urlparse(url).hostname or ""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    parsed = urlparse(raw)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise InvalidInput("the alert webhook URL must be an http(s) URL with a host")
+    register_secret(raw)
+    host = parsed.hostname or ""
     return CustomWebhookNotificationBlock(
         name="devops-flows alerts",
-        url=url,
+        url="{{" + WEBHOOK_URL_SECRET + "}}",
         method="POST",
         json_data={"text": "{{subject}}\n{{body}}"},
+        secrets={WEBHOOK_URL_SECRET: raw},
         allow_private_urls=host in {"127.0.0.1", "localhost", "::1"},
     )
+
+
+def register_notification_secrets(block: Block) -> None:
+    """Register a loaded notification block's secret values (and a plain-text URL) for redaction."""
+    for name, value in dict(block).items():
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+        elif hasattr(value, "get_secret_value"):  # SecretDict of a custom webhook
+            for secret in (value.get_secret_value() or {}).values():
+                if isinstance(secret, str):
+                    register_secret(secret)
+        elif name == "url" and isinstance(value, str) and "{{" not in value:
+            register_secret(value)  # a block saved before the URL became a secret
 
 
 class TerraformBackend(Block):
@@ -168,5 +196,7 @@ __all__ = [
     "Secret",
     "CustomWebhookNotificationBlock",
     "slack_webhook",
+    "register_notification_secrets",
+    "WEBHOOK_URL_SECRET",
     "TerraformBackend",
 ]

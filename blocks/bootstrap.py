@@ -11,7 +11,8 @@ Values come from the environment, falling back to the sandbox's env file (`scrip
     DEVOPS_APP_SECRETS (JSON object name -> value)   -> AppSecrets            devops-app-secrets
     DEVOPS_ALERT_WEBHOOK_URL (optional)              -> webhook (Slack JSON)  devops-alerts
 
-Prints block names only, never a value. For real AWS: leave AWS_ENDPOINT_URL unset.
+Prints block names only, never a value. For real AWS: leave AWS_ENDPOINT_URL unset. Every secret must
+have at least 8 characters (`tools.redact.MIN_SECRET_LEN`); a shorter one is refused before any save.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from blocks import (
     TerraformBackend,
     slack_webhook,
 )
+from tools.errors import InvalidInput
+from tools.redact import require_secret_length
 from tools.settings import INFRA_DIR, load_env
 
 # The sandbox's demo secrets. The vault password decrypts infra/ansible's example vaulted values.
@@ -58,10 +61,39 @@ def settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return merged
 
 
+def check_secrets(cfg: Mapping[str, str], vault: str | None, app: Mapping[str, str] | None) -> None:
+    """InvalidInput naming the first secret shorter than MIN_SECRET_LEN, before any block is saved.
+
+    The AWS secret key is exempt when an endpoint (an emulator such as moto, whose convention is the
+    dummy key `testing`) is set: real AWS secret keys are 40 characters."""
+    require_secret_length(cfg.get("DEVOPS_REGISTRY_PASSWORD"), "DEVOPS_REGISTRY_PASSWORD")
+    if not cfg.get("AWS_ENDPOINT_URL"):
+        require_secret_length(cfg.get("AWS_SECRET_ACCESS_KEY"), "AWS_SECRET_ACCESS_KEY")
+    require_secret_length(vault, "the Ansible vault password (DEVOPS_VAULT_PASSWORD)")
+    for name, value in (app or {}).items():
+        if not isinstance(value, str):
+            raise InvalidInput(f"DEVOPS_APP_SECRETS[{name!r}] must be a string")
+        require_secret_length(value, f"DEVOPS_APP_SECRETS[{name!r}]")
+    require_secret_length(cfg.get("DEVOPS_ALERT_WEBHOOK_URL"), "DEVOPS_ALERT_WEBHOOK_URL")
+
+
 def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Save every block whose inputs are present; returns the names saved."""
+    """Save every block whose inputs are present; returns the names saved. Secrets shorter than
+    MIN_SECRET_LEN are refused (InvalidInput) before anything is saved."""
     cfg = settings(environ)
     saved: list[str] = []
+    vault = cfg.get("DEVOPS_VAULT_PASSWORD")
+    if not vault and cfg.get("DEVOPS_SANDBOX") and SANDBOX_VAULT_PASSWORD_FILE.exists():
+        vault = SANDBOX_VAULT_PASSWORD_FILE.read_text().strip()
+    try:
+        app = json.loads(cfg["DEVOPS_APP_SECRETS"]) if cfg.get("DEVOPS_APP_SECRETS") else None
+    except ValueError:
+        raise InvalidInput("DEVOPS_APP_SECRETS must be a JSON object of name -> value") from None
+    if app is None and cfg.get("DEVOPS_SANDBOX"):
+        app = SANDBOX_APP_SECRETS
+    if app is not None and not isinstance(app, dict):
+        raise InvalidInput("DEVOPS_APP_SECRETS must be a JSON object of name -> value")
+    check_secrets(cfg, vault, app)
 
     def save(block, name: str) -> None:  # noqa: ANN001
         block.save(name, overwrite=True)
@@ -105,14 +137,8 @@ def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
             ),
             TF_BACKEND_BLOCK,
         )
-    vault = cfg.get("DEVOPS_VAULT_PASSWORD")
-    if not vault and cfg.get("DEVOPS_SANDBOX") and SANDBOX_VAULT_PASSWORD_FILE.exists():
-        vault = SANDBOX_VAULT_PASSWORD_FILE.read_text().strip()
     if vault:
         save(Secret(value=vault), VAULT_BLOCK)
-    app = json.loads(cfg["DEVOPS_APP_SECRETS"]) if cfg.get("DEVOPS_APP_SECRETS") else None
-    if app is None and cfg.get("DEVOPS_SANDBOX"):
-        app = SANDBOX_APP_SECRETS
     if app is not None:
         save(AppSecrets(values=app), APP_SECRETS_BLOCK)
     if cfg.get("DEVOPS_ALERT_WEBHOOK_URL"):

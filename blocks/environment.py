@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from prefect_aws import AwsCredentials
 
 
-def aws_environment(creds: AwsCredentials, region: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+def aws_environment(
+    creds: AwsCredentials, region: str | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
     """(env, secret_env) for a tool that talks to AWS with `creds`; `region` when the block has none."""
     region = creds.region_name or region or ""
     env = {"AWS_REGION": region, "AWS_DEFAULT_REGION": region} if region else {}

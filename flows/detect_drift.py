@@ -106,7 +106,18 @@ def notify(block_ref: str, subject: str, body: str) -> bool:
     except ValueError as exc:
         logger.warning("no notification sent: block %r could not be loaded (%s)", block_ref, exc)
         return False
-    block.notify(body=redact(body), subject=subject)
+    from blocks import register_notification_secrets
+    from tools.errors import NotificationFailed
+
+    register_notification_secrets(block)
+    try:
+        block.notify(body=redact(body), subject=subject)
+    except Exception as exc:  # noqa: BLE001 - httpx/validation errors carry the URL: never re-raise them
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        reason = f"HTTP {status}" if status else type(exc).__name__
+        raise NotificationFailed(
+            f"drift notification through block {block_ref!r} failed: {reason}", transient=status is None
+        ) from None
     logger.info("drift notification sent through %s", block_ref)
     return True
 

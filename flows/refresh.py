@@ -11,29 +11,67 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from blocks import VAULT_BLOCK
 from tasks.ansible import publish_recap, run_playbook
 from tools.ansible import PlaybookResult, PlaybookSpec
+from tools.ansible_inputs import (
+    LIMIT_PATTERN,
+    PATH_MAX,
+    PATH_PATTERN,
+    TAGS_PATTERN,
+    VAR_NAME_PATTERN,
+    check_extra_vars,
+)
 
 __all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
+
+BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 
 
 class AnsibleTarget(BaseModel):
     """Which playbook runs against which hosts (paths relative to infra/ansible, or absolute)."""
 
-    playbook: str = Field(default="internal_hosts.yml", description="Playbook under infra/ansible.")
-    inventory: str = Field(default="inventory.ini", description="Inventory under infra/ansible.")
+    playbook: str = Field(
+        default="internal_hosts.yml",
+        min_length=1,
+        max_length=PATH_MAX,
+        pattern=PATH_PATTERN,
+        description="Playbook under infra/ansible (a regular, non-executable file).",
+    )
+    inventory: str = Field(
+        default="inventory.ini",
+        min_length=1,
+        max_length=PATH_MAX,
+        pattern=PATH_PATTERN,
+        description="Static ini/yaml inventory under infra/ansible (never an executable script).",
+    )
     limit: str | None = Field(
-        default=None, description="Ansible host pattern restricting the run, e.g. 'xwiki' or 'web*:!web3'."
+        default=None,
+        max_length=256,
+        pattern=LIMIT_PATTERN,
+        description="Ansible host pattern restricting the run, e.g. 'xwiki' or 'web*:!web3'.",
     )
-    tags: str | None = Field(default=None, description="Comma-separated tags to run (all when empty).")
+    tags: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=TAGS_PATTERN,
+        description="Comma-separated tags to run (all when empty).",
+    )
     forks: int = Field(default=5, ge=1, le=100, description="Hosts handled in parallel.")
-    extra_vars: dict[str, Any] = Field(
+    extra_vars: dict[Annotated[str, StringConstraints(pattern=VAR_NAME_PATTERN)], Any] = Field(
         default_factory=dict,
-        description="Non-secret variables (names like *password*, *secret*, *token*, *key* are rejected).",
+        description="Non-secret plain variables: no ansible_* names, no Jinja ({{ {% {#), no names like "
+        "*password*, *_pass, *secret*, *token*, *key*.",
+        json_schema_extra={"additionalProperties": False},
     )
+
+    @field_validator("extra_vars")
+    @classmethod
+    def _plain_extra_vars(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_extra_vars(value)
+        return value
 
     def spec(self, check: bool = False, diff: bool = False) -> PlaybookSpec:
         return PlaybookSpec(**self.model_dump(), check=check, diff=diff)
@@ -44,7 +82,15 @@ def refresh_servers(
     target: AnsibleTarget = AnsibleTarget(),  # noqa: B008 - a pydantic default renders in the UI form
     check: Annotated[bool, Field(description="Check mode: report what would change, change nothing")] = False,
     diff: Annotated[bool, Field(description="Show the diff of each changed file or setting.")] = False,
-    vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+    vault_block: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=BLOCK_NAME_PATTERN,
+            description="Secret block with the vault password (a block name: a-z, 0-9, -).",
+        ),
+    ] = VAULT_BLOCK,
     timeout_seconds: Annotated[int, Field(ge=10, description="Deadline of the whole playbook run.")] = 3600,
 ) -> PlaybookResult:
     """Run the playbook on the inventory's servers, publish the recap, fail if any host failed."""

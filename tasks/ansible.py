@@ -36,7 +36,9 @@ CANCEL_POLL_SECONDS = 2.0
 def run_playbook(
     spec: PlaybookSpec, vault_block: str | None = None, timeout_seconds: int = 3600
 ) -> PlaybookResult:
-    """Run the playbook and return its recap. Never retried: a playbook changes servers."""
+    """Run the playbook and return its recap. Never retried: a playbook changes servers.
+    The inputs are validated (in this process, no process started) before the vault block is loaded."""
+    ansible.validate_spec(spec)
     vault_password = _vault_password(vault_block) if vault_block else None
     result = ansible.run_playbook(
         spec,

@@ -29,6 +29,8 @@ TEST_LABEL = "devops-flows.test" + (
 )
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# Tests write inventories and playbooks to scratch dirs under the temp dir: an allowed Ansible root.
+os.environ.setdefault("DEVOPS_ANSIBLE_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 

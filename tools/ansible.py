@@ -16,18 +16,19 @@ The integration test proves no process is left.
 
 Events: `-j` prints each job event as one JSON line on stdout while it happens; `on_event` receives it and
 its `stdout` (redacted) goes to the logger, which is the playbook's normal output. After the run the
-recap, the failing tasks and the changes are parsed from the same events (`artifacts/<ident>/job_events`).
+recap, the failing tasks and the changes are parsed from the same events (`tools.ansible_results`).
 
-Secrets: the vault password is written to a 0600 file inside a 0700 temporary private data dir and only
-its path is given to Ansible (`ANSIBLE_VAULT_PASSWORD_FILE`); extra vars must not look secret. The
-runner records argv and environment under `artifacts/`, so the whole directory is deleted afterwards.
+Secrets: before the run, every value the vault password decrypts in the playbook's variable files is
+registered for redaction (`tools.ansible_vault`). The vault password is written to a 0600 file inside
+a 0700 temporary private data dir and only its path is given to Ansible (`ANSIBLE_VAULT_PASSWORD_FILE`);
+extra vars must not look secret (`tools.ansible_inputs`). The runner records argv and environment under
+`artifacts/`, so the whole directory is deleted afterwards.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -35,12 +36,25 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tools.ansible_inputs import (
+    LIMIT_PATTERN,
+    PATH_MAX,
+    PATH_PATTERN,
+    TAGS_PATTERN,
+    check_extra_vars,
+    check_limit,
+    check_tags,
+    inventory_hosts,
+    resolve_input_file,
+)
+from tools.ansible_results import HostFailure, HostRecap, PlaybookResult, TaskChange, parse_events
+from tools.ansible_vault import register_vault_values
 from tools.errors import AnsibleRunFailed, InvalidInput
 from tools.process import BASE_ENV, default_logger, run
 from tools.redact import redact, register_secret
@@ -49,9 +63,6 @@ from tools.stopping import StopPolicy, escalating
 
 ANSIBLE_DIR = INFRA_DIR / "ansible"
 PDD_PREFIX = "devops-ansible-"
-SECRET_KEY_PATTERN = re.compile(r"password|passwd|secret|token|key|credential", re.IGNORECASE)
-TAGS_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
-LIMIT_PATTERN = re.compile(r"^[^\s'\"`;|&$<>]+$")
 DEFAULT_STOP = escalating(interrupt=10, terminate=5)  # ansible-runner cancels its job on SIGINT
 # What Ansible may take from the worker's environment: its own settings, the SSH agent, and where the
 # Docker engine is (the docker modules of plays on the local host read it), nothing else.
@@ -81,195 +92,42 @@ __all__ = [
 ]
 
 
-class HostRecap(BaseModel):
-    """One line of Ansible's PLAY RECAP."""
-
-    host: str
-    ok: int = 0
-    changed: int = 0
-    failed: int = 0
-    unreachable: int = 0
-    skipped: int = 0
-    rescued: int = 0
-    ignored: int = 0
-
-    @property
-    def broken(self) -> bool:
-        return self.failed > 0 or self.unreachable > 0
-
-
-class HostFailure(BaseModel):
-    """A task that failed on a host, or the host being unreachable, with Ansible's own message."""
-
-    host: str
-    task: str
-    unreachable: bool = False
-    message: str = ""
-
-
-class TaskChange(BaseModel):
-    """A task that changed (or, in check mode, would change) a host, with its diff when Ansible gave one."""
-
-    host: str
-    task: str
-    role: str | None = None
-    diff: str = ""
-
-
-class PlaybookResult(BaseModel):
-    """What a playbook run did: the recap per host, failures, changes."""
-
-    playbook: str
-    check: bool = False
-    exit_code: int
-    status: str = Field(description="ansible-runner's status: successful, failed, canceled, timeout")
-    hosts: list[HostRecap] = Field(default_factory=list)
-    failures: list[HostFailure] = Field(default_factory=list)
-    changes: list[TaskChange] = Field(default_factory=list)
-    tail: list[str] = Field(default_factory=list, description="Last output lines (redacted)")
-
-    @property
-    def failed_hosts(self) -> list[str]:
-        return [h.host for h in self.hosts if h.broken]
-
-    @property
-    def changed_hosts(self) -> list[str]:
-        return [h.host for h in self.hosts if h.changed > 0]
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.failed_hosts
-
-    def failure_summary(self) -> str:
-        lines = []
-        for f in self.failures:
-            kind = "unreachable" if f.unreachable else f"task '{f.task}' failed"
-            lines.append(f"{f.host}: {kind}: {f.message}".rstrip(": "))
-        return "\n".join(lines)
-
-    def raise_for_failures(self) -> None:
-        """AnsibleRunFailed naming each failed/unreachable host and its failing task."""
-        if self.ok:
-            return
-        hosts = self.failed_hosts
-        if hosts:
-            message = f"playbook {self.playbook} failed on {len(hosts)} host(s): {', '.join(hosts)}"
-        else:
-            message = f"playbook {self.playbook} failed ({self.status}) before any host recap"
-        detail = self.failure_summary()
-        hint = None
-        text = "\n".join([detail, *self.tail]).lower()
-        if "decryption failed" in text or "no vault secrets" in text:
-            hint = "the vault password (Secret block) does not decrypt the vaulted values in host_vars"
-        raise AnsibleRunFailed(
-            message + (f"\n{detail}" if detail else ""),
-            exit_code=self.exit_code,
-            tail=self.tail,
-            hint=hint,
-        )
-
-    def table(self) -> list[dict[str, Any]]:
-        """Rows for a Prefect table artifact."""
-        failing = {f.host: f for f in self.failures}
-        return [
-            {
-                **h.model_dump(),
-                "failing task": (
-                    "(unreachable)"
-                    if failing.get(h.host) and failing[h.host].unreachable
-                    else failing[h.host].task
-                    if h.host in failing
-                    else ""
-                ),
-            }
-            for h in self.hosts
-        ]
-
-
 class PlaybookSpec(BaseModel):
     """A playbook run, validated by `validate_spec` before anything starts."""
 
-    playbook: str = "internal_hosts.yml"
-    inventory: str = "inventory.ini"
-    limit: str | None = None
-    tags: str | None = None
+    playbook: str = Field(default="internal_hosts.yml", max_length=PATH_MAX, pattern=PATH_PATTERN)
+    inventory: str = Field(default="inventory.ini", max_length=PATH_MAX, pattern=PATH_PATTERN)
+    limit: str | None = Field(default=None, max_length=256, pattern=LIMIT_PATTERN)
+    tags: str | None = Field(default=None, max_length=2048, pattern=TAGS_PATTERN)
     check: bool = False
     diff: bool = False
-    forks: int = 5
+    forks: int = Field(default=5, ge=1, le=100)
     extra_vars: dict[str, Any] = Field(default_factory=dict)
 
 
 def resolve_path(value: str, what: str, base: Path = ANSIBLE_DIR) -> Path:
-    """An absolute path: `value` as given when absolute, else relative to infra/ansible; must exist."""
-    path = Path(value)
-    if not path.is_absolute():
-        path = base / path
-    path = path.resolve()
-    if not path.exists():
-        raise InvalidInput(
-            f"{what} {value!r} does not exist (looked at {path}); give a path relative to {base} or absolute"
-        )
-    return path
+    """An existing regular, non-executable file under an allowed root (see tools.ansible_inputs)."""
+    return resolve_input_file(value, what, base)
 
 
-def check_extra_vars(extra_vars: Mapping[str, Any], _prefix: str = "") -> None:
-    """Reject keys that look secret (at any depth): secrets come from the vault, never from parameters."""
-    for key, value in extra_vars.items():
-        name = f"{_prefix}{key}"
-        if not isinstance(key, str) or not key:
-            raise InvalidInput(f"extra var names must be non-empty strings, got {key!r}")
-        if SECRET_KEY_PATTERN.search(key):
-            raise InvalidInput(
-                f"extra var {name!r} looks like a secret (password/secret/token/key): put secrets in vaulted "
-                "host_vars or group_vars; extra vars are recorded in plain text"
-            )
-        if isinstance(value, Mapping):
-            check_extra_vars(value, _prefix=f"{name}.")
-
-
-def list_hosts(inventory: Path, pattern: str = "all", *, project_dir: Path = ANSIBLE_DIR) -> list[str]:
-    """Hosts of `inventory` that match `pattern` (`ansible PATTERN --list-hosts`, no connection made)."""
-    result = run(
-        [_bin("ansible"), pattern, "-i", str(inventory), "--list-hosts"],
-        cwd=project_dir,
-        env=_base_env(project_dir),
-        inherit=ANSIBLE_ENV,
-        capture_stdout=True,
-        log_line=lambda stream, line: stream == "stderr",
-        error=AnsibleRunFailed,
-        what="ansible --list-hosts",
-        timeout=120,
-    )
-    return parse_list_hosts(result.stdout)
-
-
-def parse_list_hosts(stdout: str) -> list[str]:
-    hosts: list[str] = []
-    for line in stdout.splitlines():
-        stripped = line.strip()
-        if not stripped or re.match(r"^hosts \(\d+\):$", stripped):
-            continue
-        hosts.append(stripped)
-    return hosts
+def list_hosts(inventory: Path, pattern: str = "all") -> list[str]:
+    """Hosts of `inventory` that match `pattern`, parsed in this process (no process is started)."""
+    return inventory_hosts(inventory, pattern)
 
 
 def validate_spec(spec: PlaybookSpec, *, project_dir: Path = ANSIBLE_DIR) -> tuple[Path, Path, list[str]]:
-    """Check everything before a side effect. Returns (playbook, inventory, matched hosts)."""
-    playbook = resolve_path(spec.playbook, "playbook", project_dir)
-    inventory = resolve_path(spec.inventory, "inventory", project_dir)
+    """Check everything before a side effect, starting no process. Returns (playbook, inventory, hosts)."""
     if spec.forks < 1 or spec.forks > 100:
         raise InvalidInput(f"forks must be between 1 and 100, got {spec.forks}")
-    if spec.tags is not None and not TAGS_PATTERN.fullmatch(spec.tags):
-        raise InvalidInput(f"tags must be comma-separated names (letters, digits, _ . -), got {spec.tags!r}")
-    if spec.limit is not None and (not spec.limit.strip() or not LIMIT_PATTERN.fullmatch(spec.limit)):
-        raise InvalidInput(
-            f"limit must be an Ansible host pattern without spaces or shell characters, got {spec.limit!r}"
-        )
+    check_limit(spec.limit)
+    check_tags(spec.tags)
     check_extra_vars(spec.extra_vars)
-    everyone = list_hosts(inventory, "all", project_dir=project_dir)
+    playbook = resolve_path(spec.playbook, "playbook", project_dir)
+    inventory = resolve_path(spec.inventory, "inventory", project_dir)
+    everyone = list_hosts(inventory, "all")
     if not everyone:
         raise InvalidInput(f"inventory {inventory} has no hosts")
-    matched = list_hosts(inventory, spec.limit, project_dir=project_dir) if spec.limit else everyone
+    matched = list_hosts(inventory, spec.limit) if spec.limit else everyone
     if not matched:
         raise InvalidInput(
             f"limit {spec.limit!r} matches no host of {inventory}; hosts are: {', '.join(everyone)}"
@@ -326,6 +184,7 @@ def run_playbook(
     playbook, inventory, _ = validate_spec(spec, project_dir=project_dir)
     if vault_password:
         register_secret(vault_password)
+        register_vault_values(playbook.parent, inventory, vault_password)
     pdd = Path(tempfile.mkdtemp(prefix=PDD_PREFIX))
     ident = uuid.uuid4().hex[:12]
     events: list[dict[str, Any]] = []
@@ -398,94 +257,6 @@ def run_playbook(
         )
     finally:
         shutil.rmtree(pdd, ignore_errors=True)
-
-
-def parse_events(events: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Recap, failures and changes from ansible-runner job events (in counter order)."""
-    hosts: list[HostRecap] = []
-    failures: list[HostFailure] = []
-    changes: list[TaskChange] = []
-    diffs: dict[tuple[str, str], list[str]] = {}
-    for event in sorted(events, key=lambda e: e.get("counter", 0)):
-        kind = event.get("event")
-        data = event.get("event_data") or {}
-        host, task = str(data.get("host") or ""), str(data.get("task") or "")
-        task_key = (host, str(data.get("task_uuid") or task))
-        if kind == "runner_on_file_diff":
-            text = redact(str(event.get("stdout") or "")).replace("\r\n", "\n").strip("\n")
-            if text:
-                diffs.setdefault(task_key, []).append(text)
-        elif kind == "runner_on_ok":
-            res = data.get("res") or {}
-            if not isinstance(res, Mapping) or "changed" not in res:  # no_log results may be stripped
-                res = {"changed": str(event.get("stdout") or "").lstrip().startswith("changed:")}
-            if res.get("changed"):
-                changes.append(
-                    TaskChange(
-                        host=host,
-                        task=task,
-                        role=data.get("role") or None,
-                        diff="\n".join(diffs.pop(task_key, [])),
-                    )
-                )
-        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            message = _failure_message(data.get("res") or {})
-            if not message or "censored" in message or "no_log" in message:
-                message = _error_line(str(event.get("stdout") or "")) or message
-            failures.append(HostFailure(host=host, task=task, message=message))
-        elif kind == "runner_on_unreachable":
-            failures.append(
-                HostFailure(
-                    host=host, task=task, unreachable=True, message=_failure_message(data.get("res") or {})
-                )
-            )
-        elif kind == "playbook_on_stats":
-            hosts = _recap(data)
-    return {"hosts": hosts, "failures": failures, "changes": changes}
-
-
-def _recap(data: Mapping[str, Any]) -> list[HostRecap]:
-    columns = {
-        "ok": "ok",
-        "changed": "changed",
-        "failures": "failed",
-        "dark": "unreachable",
-        "skipped": "skipped",
-        "rescued": "rescued",
-        "ignored": "ignored",
-    }
-    names: set[str] = set()
-    for key in (*columns, "processed"):
-        names.update((data.get(key) or {}).keys())
-    return [
-        HostRecap(
-            host=name, **{field: int((data.get(key) or {}).get(name, 0)) for key, field in columns.items()}
-        )
-        for name in sorted(names)
-    ]
-
-
-def _failure_message(res: Mapping[str, Any]) -> str:
-    if not isinstance(res, Mapping):
-        return redact(str(res))[:500]
-    parts = [str(res.get("msg") or "").strip()]
-    for item in res.get("results") or []:
-        if isinstance(item, Mapping) and item.get("failed"):
-            label = item.get("item")
-            detail = str(item.get("msg") or item.get("stderr") or item.get("stdout") or "").strip()
-            parts.append(f"item {label}: {detail}".strip())
-            break
-    if not res.get("results") and res.get("stderr"):
-        parts.append(str(res["stderr"]).strip())
-    return redact("; ".join(p for p in parts if p))[:500]
-
-
-def _error_line(stdout: str) -> str:
-    """Ansible's own "[ERROR]: ..." line in an event's output (what no_log results still show)."""
-    for line in stdout.replace("\r\n", "\n").splitlines():
-        if line.startswith("[ERROR]:"):
-            return redact(line.removeprefix("[ERROR]:").strip())[:500]
-    return ""
 
 
 def _parse_event(line: str) -> dict[str, Any] | None:

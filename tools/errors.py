@@ -15,6 +15,7 @@
     ├── AnsibleRunFailed          hosts failed or were unreachable (names them and their tasks)
     └── AwsError                  an AWS API call failed (boto3)
     InvalidInput (ValueError)     a parameter was rejected before any side effect
+    NotificationFailed            a notification block could not deliver (message names no URL)
 
 `is_transient(exc)` tells a task's `retry_condition_fn` whether retrying can help.
 """
@@ -179,3 +180,14 @@ def retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect
 
 class RolloutFailed(ToolError):
     """ami-rollout changed the launch template, a later step failed, and the previous AMI was re-applied."""
+
+
+class NotificationFailed(RuntimeError):
+    """A notification could not be delivered. The message names the block and the reason (HTTP status or
+    error type) but never the webhook URL, which is itself a credential."""
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)

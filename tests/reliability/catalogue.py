@@ -106,6 +106,8 @@ FAULTS = [
         (
             "tests/e2e/test_refresh.py::test_failed_and_unreachable_hosts_fail_the_run_others_refreshed",
             "tests/integration/test_ansible.py::test_closed_port_is_unreachable",
+            "tests/integration/test_ansible_unreachable.py::"
+            "test_unreachable_host_in_a_loop_reports_the_connection_error",
         ),
     ),
     Item(
@@ -165,6 +167,27 @@ def bad_inputs() -> list[Item]:
             "secret-looking extra vars (unit, several shapes)",
             ("tests/unit/test_ansible.py::test_secret_looking_extra_vars_are_rejected",),
         ),
+        Item(
+            "bad-input",
+            "ansible extra vars: ansible_*/magic names, Jinja at any depth, *_pass/*_token/*_key (unit)",
+            ("tests/unit/test_ansible_inputs.py::test_extra_vars_rules",),
+        ),
+        Item(
+            "bad-input",
+            "ansible paths and limits rejected in-process, zero processes spawned (unit)",
+            (
+                "tests/unit/test_ansible_inputs.py::test_bad_paths_and_limits_are_rejected_without_a_process",
+                "tests/unit/test_ansible_inputs.py::test_executable_inventory_is_never_run",
+            ),
+        ),
+        Item(
+            "bad-input",
+            "secrets shorter than 8 characters refused by the block bootstrap",
+            (
+                "tests/unit/test_errors_and_redaction.py::"
+                "test_bootstrap_refuses_a_short_secret_before_saving_anything",
+            ),
+        ),
     ]
     return items
 
@@ -183,6 +206,24 @@ SECRETS = [
             "tests/integration/test_process.py::test_a_secret_never_reaches_logs_argv_or_error",
             "tests/integration/test_process.py::test_secret_is_in_no_process_argv_while_it_runs",
         ),
+    ),
+    Item(
+        "secret",
+        "redaction of every form: lines, base64 (std/urlsafe, in a blob), URL, JSON, tracebacks",
+        ("tests/unit/test_errors_and_redaction.py",),
+    ),
+    Item(
+        "secret",
+        "values decrypted from the Ansible vault are registered; no_log is a literal",
+        (
+            "tests/unit/test_ansible_inputs.py::test_vault_values_are_registered_for_redaction",
+            "tests/unit/test_ansible_inputs.py::test_no_log_is_a_literal_in_every_role",
+        ),
+    ),
+    Item(
+        "secret",
+        "webhook URL: a block secret, in no error, state message or log of a failed notification",
+        ("tests/integration/test_notification_secret.py",),
     ),
     Item(
         "secret",

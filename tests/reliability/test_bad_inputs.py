@@ -2,8 +2,10 @@
 
 "Before any side effect" is measured, not assumed: around every call the test records containers, images,
 volumes, registry repositories, AMIs and Terraform state objects carrying this case's unique marker,
-and every terraform/packer/ansible-playbook/ansible-runner process started below this test process
-(a /proc sampler). All must be empty. Parallel test runs on the same sandbox cannot disturb the count:
+every terraform/packer/ansible-playbook/ansible-runner process started below this test process
+(a /proc sampler), and every process this Python process spawned at all (`tests.spawn_count`: audit
+events of subprocess.Popen, os.posix_spawn, os.fork...). All must be empty: zero processes started.
+Parallel test runs on the same sandbox cannot disturb the count:
 only names carrying the marker (a uuid) are counted.
 """
 
@@ -25,6 +27,7 @@ from flows.refresh import refresh_servers
 from flows.release import build_app, deploy_app, release
 from tests.conftest import BUILDER_IMAGE, TEST_LABEL
 from tests.reliability.helpers import ProcSampler, sandbox_catalog
+from tests.spawn_count import SpawnCounter
 from tools import packer
 from tools.errors import InvalidInput
 from tools.settings import INFRA_DIR
@@ -80,6 +83,27 @@ class Ctx:
         request = {"stack": "scalac/internal-prod/xwiki", "variables": {"name": f"rel-{self.uid}"}}
         request.update(over)
         return apply_stack(request=request, backend_block=self.backend_block, return_state=True)
+
+
+def _executable_inventory(ctx: Ctx) -> object:
+    """An inventory script that would leave a marker file if Ansible (or validation) ever ran it."""
+    script = ctx.workdir / f"inventory-{ctx.uid}.sh"
+    script.write_text(f"#!/bin/sh\ntouch {ctx.workdir}/ran-{ctx.uid}\necho '{{}}'\n")
+    script.chmod(0o755)
+    state = ctx.refresh(inventory=str(script))
+    assert not (ctx.workdir / f"ran-{ctx.uid}").exists(), "the inventory script ran"
+    return state
+
+
+def _inventory_directory(ctx: Ctx) -> object:
+    (ctx.workdir / f"invdir-{ctx.uid}").mkdir()
+    return ctx.refresh(inventory=str(ctx.workdir / f"invdir-{ctx.uid}"))
+
+
+def _jinja_lookup(ctx: Ctx) -> object:
+    state = ctx.refresh(extra_vars={"motd": f"{{{{ lookup('pipe', 'touch {ctx.workdir}/ran-{ctx.uid}') }}}}"})
+    assert not (ctx.workdir / f"ran-{ctx.uid}").exists(), "the lookup ran"
+    return state
 
 
 def _two_versions(ctx: Ctx) -> object:
@@ -211,12 +235,12 @@ CASES: dict[str, tuple[str, Callable[[Ctx], object], str]] = {
     "refresh-limit-shell-chars": (
         "refresh-servers",
         lambda c: c.refresh(limit="xwiki;id"),
-        "Ansible host pattern",
+        "should match pattern",
     ),
     "refresh-limit-newline": (
         "refresh-servers",
         lambda c: c.refresh(limit="xwiki\n"),
-        "Ansible host pattern",
+        "should match pattern",
     ),
     "refresh-extra-var-secret": (
         "refresh-servers",
@@ -228,8 +252,108 @@ CASES: dict[str, tuple[str, Callable[[Ctx], object], str]] = {
         lambda c: c.refresh(extra_vars={"app": {"api_token": "x"}}),
         "app.api_token",
     ),
-    "refresh-tags-with-space": ("refresh-servers", lambda c: c.refresh(tags="a b"), "comma-separated"),
+    "refresh-tags-with-space": ("refresh-servers", lambda c: c.refresh(tags="a b"), "should match pattern"),
     "refresh-forks-zero": ("refresh-servers", lambda c: c.refresh(forks=0), "greater than or equal to 1"),
+    # ansible: paths (issue 15.5)
+    "refresh-inventory-empty": ("refresh-servers", lambda c: c.refresh(inventory=""), "at least 1 character"),
+    "refresh-playbook-empty": ("refresh-servers", lambda c: c.refresh(playbook=""), "at least 1 character"),
+    "refresh-inventory-overlong": (
+        "refresh-servers",
+        lambda c: c.refresh(inventory="i" * 300 + ".ini"),
+        "at most 200 characters",
+    ),
+    "refresh-inventory-executable": ("refresh-servers", _executable_inventory, "is executable"),
+    "refresh-inventory-directory": ("refresh-servers", _inventory_directory, "not a regular file"),
+    "refresh-inventory-outside-root": (
+        "refresh-servers",
+        lambda c: c.refresh(inventory="/etc/hosts"),
+        "outside the Ansible root",
+    ),
+    "refresh-playbook-dotdot-outside-root": (
+        "refresh-servers",
+        lambda c: c.refresh(playbook="../../../../../../etc/passwd"),
+        "outside the Ansible root",
+    ),
+    "refresh-playbook-shell-chars": (
+        "refresh-servers",
+        lambda c: c.refresh(playbook="internal_hosts.yml;id"),
+        "should match pattern",
+    ),
+    # ansible: limit and tags
+    "refresh-limit-at-file": (
+        "refresh-servers",
+        lambda c: c.refresh(limit="@/etc/hosts"),
+        "should match pattern",
+    ),
+    "refresh-limit-leading-dash": (
+        "refresh-servers",
+        lambda c: c.refresh(limit="--list-hosts"),
+        "should match pattern",
+    ),
+    "refresh-limit-overlong": ("refresh-servers", lambda c: c.refresh(limit="x" * 300), "at most 256"),
+    "refresh-tags-empty": ("refresh-servers", lambda c: c.refresh(tags=""), "should match pattern"),
+    # ansible: extra vars (connection, privilege, Jinja, secret-looking names)
+    "refresh-extra-var-ansible-connection": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"ansible_connection": "local"}),
+        "ansible_* connection/privilege",
+    ),
+    "refresh-extra-var-ansible-become": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"ansible_become": True, "ansible_become_user": "root"}),
+        "ansible_* connection/privilege",
+    ),
+    "refresh-extra-var-ansible-ssh-args": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"ansible_ssh_common_args": "-o ProxyCommand=id"}),
+        "ansible_* connection/privilege",
+    ),
+    "refresh-extra-var-magic-hostvars": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"hostvars": {}}),
+        "magic variables",
+    ),
+    "refresh-extra-var-jinja-lookup": ("refresh-servers", _jinja_lookup, "contains Jinja"),
+    "refresh-extra-var-jinja-nested-list": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"app": {"items": ["ok", "{% for x in y %}"]}}),
+        "app.items[1]",
+    ),
+    "refresh-extra-var-jinja-comment": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"note": "{# hidden #}"}),
+        "contains Jinja",
+    ),
+    "refresh-extra-var-jinja-in-nested-key": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"app": {"{{ x }}": 1}}),
+        "contains Jinja",
+    ),
+    "refresh-extra-var-name-invalid": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"bad-name": 1}),
+        "should match pattern",
+    ),
+    "refresh-extra-var-pass-suffix": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"db_pass": "x"}),
+        "looks like a secret",
+    ),
+    "refresh-extra-var-nested-private-key": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"deploy": {"ssh": {"private_key": "x"}}}),
+        "deploy.ssh.private_key",
+    ),
+    "refresh-extra-var-nested-secret-in-list": (
+        "refresh-servers",
+        lambda c: c.refresh(extra_vars={"users": [{"name": "a", "user_secret": "x"}]}),
+        "users[0].user_secret",
+    ),
+    "refresh-vault-block-name-invalid": (
+        "refresh-servers",
+        lambda c: refresh_servers(target={"limit": "xwiki"}, vault_block="../x", return_state=True),
+        "should match pattern",
+    ),
     # packer
     "bake-unknown-host": ("bake-image", lambda c: c.bake(host="nosuch"), "'jenkins' or 'xwiki'"),
     "bake-unknown-os": ("bake-image", lambda c: c.bake(os="windows-95"), "'ubuntu-18.04'"),
@@ -321,7 +445,7 @@ def test_bad_input_is_rejected_before_any_side_effect(case: str, ctx: Ctx, docke
         pytest.xfail(KNOWN_GAPS[case])
     _flow, call, valid = CASES[case]
     ec2, s3, bucket = aws
-    with ProcSampler(interval=0.05) as sampler:
+    with ProcSampler(interval=0.05) as sampler, SpawnCounter() as spawned:
         state = call(ctx)
     exc = _rejected(state)
     from prefect.exceptions import ParameterTypeError
@@ -329,6 +453,7 @@ def test_bad_input_is_rejected_before_any_side_effect(case: str, ctx: Ctx, docke
     assert isinstance(exc, InvalidInput | ParameterTypeError), repr(exc)
     assert valid in str(exc), f"the error does not say what is valid ({valid!r}): {exc}"
     assert sampler.tools_seen == [], f"a tool process was started: {sampler.tools_seen}"
+    assert spawned.count == 0, f"{spawned.count} process(es) started before the rejection: {spawned.events}"
     assert _marked(ctx.uid, docker_client, ec2, s3, bucket) == {}
 
 

@@ -5,7 +5,8 @@ place a secret could leak to is scanned. Zero occurrences, or the test fails nam
 Private blocks only: a private `docker-registry serve` (own htpasswd) for the registry password, a private
 AppSecrets, a private AwsCredentials (moto accepts any secret key) and a private vault password, with a
 copy of infra/ansible re-keyed to it (refresh-servers takes absolute playbook/inventory paths).
-Each secret carries a random token, so a partial or re-encoded leak (JSON-escaped, shell-quoted) is found.
+Each secret carries a random token, so a partial or re-encoded leak (JSON-escaped, shell-quoted) is found;
+its base64 (also inside a larger blob) and URL-encoded forms are scanned for as well.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from tests.reliability.helpers import (
 )
 from tools import docker_engine as engine
 from tools.ansible import ANSIBLE_DIR, PDD_PREFIX
+from tools.redact_forms import forms
 from tools.settings import INFRA_DIR, state_dir
 
 pytestmark = pytest.mark.reliability
@@ -78,6 +80,18 @@ def _ansible_copy(workdir: Path, new_password: str) -> Path:
 
         path.write_text(block.sub(rekey, path.read_text()))
     return tree
+
+
+def _encoded_forms(secrets: dict[str, str], tokens: dict[str, str]) -> dict[str, str]:
+    """Each secret's encoded forms that do not already contain its token: base64 (std and urlsafe, padded
+    or not, also the part of it inside a larger blob such as a docker config's `user:password` auth) and
+    URL-encoded (quote, quote_plus); a JSON-escaped or shell-quoted copy still carries the plain token."""
+    found = {}
+    for name, value in secrets.items():
+        encoded = [form for form in sorted(forms(value)) if tokens[name] not in form]
+        for index, form in enumerate(encoded):
+            found[f"{name} (encoded form {index}: {form[:8]}...)"] = form
+    return found
 
 
 def _scan(texts: dict[str, str], tokens: dict[str, str]) -> list[str]:
@@ -137,6 +151,18 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
         "vault password": vault_tok,
         "vaulted db password": VAULTED_DB_PASSWORD,
     }
+    tokens.update(
+        _encoded_forms(
+            {
+                "registry password": reg_pw,
+                "app secret": app_pw,
+                "aws secret key": aws_pw,
+                "vault password": vault_pw,
+                "vaulted db password": VAULTED_DB_PASSWORD,
+            },
+            tokens,
+        )
+    )
 
     registry = PrivateRegistry(user=f"rel{uid}", password=reg_pw).start()
     try:

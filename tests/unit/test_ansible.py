@@ -12,7 +12,6 @@ from tools.ansible import (
     build_argv,
     check_extra_vars,
     parse_events,
-    parse_list_hosts,
 )
 from tools.errors import AnsibleRunFailed, InvalidInput
 
@@ -189,8 +188,3 @@ def test_build_argv_has_no_secret_and_passes_options() -> None:
     assert "-j" in argv
     assert "--cmdline=--check --diff --tags ssh,xwiki" in argv
     assert not any("xwiki_port" in a for a in argv)  # extra vars go to env/extravars, not argv
-
-
-def test_parse_list_hosts() -> None:
-    assert parse_list_hosts("  hosts (2):\n    web1\n    web2\n") == ["web1", "web2"]
-    assert parse_list_hosts("  hosts (0):\n") == []
