@@ -1,4 +1,4 @@
-"""prune-images' decision and deregistration: keep the newest `keep` AMIs of each host (by bake time) and
+"""prune-images' decision and deregistration: keep the newest `keep` AMIs of each host (by creation) and
 every AMI in use (tools/aws_refs.py); deregister the rest with their snapshots.
 
 Never an AMI in use, even while a rollout runs:
@@ -66,8 +66,8 @@ class PruneReport(BaseModel):
 def decide(
     images: list[AmiInfo], refs: aws_refs.References, keep: int, hosts: list[str] | None = None
 ) -> list[PruneRow]:
-    """Pure: per host (newest bake first), keep `keep` and every referenced one; the rest are candidates
-    (action "deregister"). Images still being created (not available or failed) are left alone."""
+    """Pure: per host (newest first, by creation time), keep `keep` and every referenced one; the rest
+    are candidates (action "deregister"). Images not available (nor failed) are left alone."""
     if keep < 1:
         raise InvalidInput("keep must be at least 1 (the newest image of each host is always kept)")
     by_host: dict[str, list[AmiInfo]] = {}
@@ -78,7 +78,7 @@ def decide(
         by_host.setdefault(host, []).append(image)
     rows = []
     for host, group in sorted(by_host.items()):
-        for index, image in enumerate(sorted(group, key=aws_refs.bake_time, reverse=True)):
+        for index, image in enumerate(sorted(group, key=aws_refs.created_time, reverse=True)):
             if index < keep:
                 action, reason = "keep (newest)", refs.why(image.image_id)
             elif image.image_id in refs:

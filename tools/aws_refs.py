@@ -14,7 +14,8 @@ Every `describe_*` call is paginated with a page size the caller chooses (a test
 
 The bake record: a bake (new or reused AMI) tags the AMI `baked_at` (UTC, ISO 8601). A host's latest bake
 record is its AMI with the newest `baked_at` (or creation time when untagged): the AMI a rollout of that
-host is about to apply, even when the bake reused an old one.
+host is about to apply, even when the bake reused an old one (which is then not among the newest by
+creation time).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "References",
     "bake_time",
+    "created_time",
     "now_iso",
     "find_references",
     "latest_bakes",
@@ -89,7 +91,7 @@ def _all(what: str, fn: Callable[..., dict[str, Any]], key: str, page_size: int,
 
 
 def project_images(ec2: Any, page_size: int = DEFAULT_PAGE_SIZE) -> list[AmiInfo]:
-    """Self-owned AMIs tagged project=devops-flows, every page, newest bake first."""
+    """Self-owned AMIs tagged project=devops-flows, every page, newest first."""
     images = _all(
         "describe_images",
         ec2.describe_images,
@@ -98,12 +100,16 @@ def project_images(ec2: Any, page_size: int = DEFAULT_PAGE_SIZE) -> list[AmiInfo
         Owners=["self"],
         Filters=[{"Name": f"tag:{PROJECT_TAG}", "Values": [PROJECT]}],
     )
-    return sorted((AmiInfo.from_api(i) for i in images), key=bake_time, reverse=True)
+    return sorted((AmiInfo.from_api(i) for i in images), key=created_time, reverse=True)
 
 
 def bake_time(image: AmiInfo) -> datetime:
     """When a bake last produced or reused the image (its `baked_at` tag), else its creation time."""
-    return max(_parse(image.tags.get(BAKED_AT_TAG, "")), _parse(image.created))
+    return _parse(image.tags.get(BAKED_AT_TAG) or image.created)
+
+
+def created_time(image: AmiInfo) -> datetime:
+    return _parse(image.created)
 
 
 def _parse(value: str) -> datetime:
