@@ -60,7 +60,6 @@ def test_two_concurrent_bakes_of_the_same_content_end_with_one_ami(blocks, sandb
     ec2, _ = clients(AWS_BLOCK, "ec2", "autoscaling")
     logs = [workdir / "bake-a.log", workdir / "bake-b.log"]
     procs: list[subprocess.Popen] = []
-    ami = None
     try:
         # Hold the host's bake slot until both bakes have resolved their source AMI (the step before the
         # slot), so they reach the content-hash lookup together when it is released.
@@ -96,13 +95,10 @@ def test_two_concurrent_bakes_of_the_same_content_end_with_one_ami(blocks, sandb
             if proc.poll() is None:
                 os.killpg(proc.pid, 2)
                 proc.wait(timeout=120)
-        if ami:
-            snapshots = [
-                b["Ebs"]["SnapshotId"]
-                for i in ec2.describe_images(ImageIds=[ami])["Images"]
-                for b in i.get("BlockDeviceMappings") or []
-                if (b.get("Ebs") or {}).get("SnapshotId")
-            ]
-            ec2.deregister_image(ImageId=ami)
-            for snapshot in snapshots:
-                ec2.delete_snapshot(SnapshotId=snapshot)
+        for image in ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:environment", "Values": [spec.environment]}]
+        )["Images"]:  # every AMI of this test's content, whatever happened
+            ec2.deregister_image(ImageId=image["ImageId"])
+            for mapping in image.get("BlockDeviceMappings") or []:
+                if (mapping.get("Ebs") or {}).get("SnapshotId"):
+                    ec2.delete_snapshot(SnapshotId=mapping["Ebs"]["SnapshotId"])
