@@ -1,7 +1,14 @@
 """bake-image: the article's `packer build packer_template.json common.json os/... mode/... host/...`.
 
 Skips the bake when an available AMI already carries the same content hash (template, layered
-variables, provisioner files, source AMI)."""
+variables, provisioner files, source AMI).
+
+One bake of a host at a time (the strict global concurrency limit `bake-host-<host>`, tasks/limits.py),
+from the content-hash lookup until the AMI is recorded (`baked_at` tag): two bakes of the same content end
+with one AMI, the second reusing the first's. Packer never deregisters anything (no force_deregister):
+the AMI name carries the content hash, and an AMI of that name left untagged by an interrupted bake is
+adopted. prune-images deregisters a host's AMI only inside the same slot, after re-checking that it is
+not the host's latest bake record (nor otherwise in use)."""
 
 from __future__ import annotations
 
@@ -9,12 +16,14 @@ from typing import Literal
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK
-from tasks.aws import find_baked_image, resolve_source_ami
-from tasks.packer import BakeResult, plan_bake, run_bake
-from tools import packer
+from tasks.aws import find_baked_image, record_bake, resolve_source_ami
+from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
+from tasks.packer import BakePlan, BakeResult, plan_bake, run_bake
+from tools import aws, packer
 from tools.process import default_logger
 
 HostName = Literal[tuple(packer.available("host"))]  # type: ignore[valid-type]
@@ -37,26 +46,41 @@ def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
     source = resolve_source_ami(plan.variables["image_query"], plan.variables["image_owner"], aws_block)
     digest = packer.content_hash(packer.PACKER_DIR / packer.TEMPLATE, plan.variables, source)
     commit = packer.git_commit()
-    existing = find_baked_image(digest, aws_block)
-    if existing is not None:
-        default_logger().info(
-            "reusing %s: an available AMI already has content hash %s; bake skipped",
-            existing.image_id,
-            digest[:12],
+    name = packer.ami_name(plan.variables, digest)
+    host = plan.variables.get("hostname") or spec.host
+    with concurrency(
+        ensure_bake_limit(host),
+        occupy=1,
+        strict=True,
+        lease_duration=BAKE_LEASE_SECONDS,
+        raise_on_lease_renewal_failure=False,  # the content hash and Packer's name check still hold
+    ):
+        existing = find_baked_image(digest, aws_block, name)
+        if existing is not None:
+            default_logger().info(
+                "reusing %s: an available AMI already has content hash %s; bake skipped",
+                existing.image_id,
+                digest[:12],
+            )
+            result = BakeResult(
+                ami_id=existing.image_id,
+                region=plan.variables.get("region", ""),
+                content_hash=digest,
+                source_ami=source,
+                git_commit=existing.tags.get("git_commit", commit),
+                reused=True,
+                ami_name=existing.name,
+                host=spec.host,
+                mode=spec.mode,
+            )
+        else:
+            result = run_bake(plan, digest, source, commit, aws_block)
+        tags = (
+            {}
+            if existing is not None and existing.tags.get("content_hash") == digest
+            else _tags(plan, digest, commit)
         )
-        result = BakeResult(
-            ami_id=existing.image_id,
-            region=plan.variables.get("region", ""),
-            content_hash=digest,
-            source_ami=source,
-            git_commit=existing.tags.get("git_commit", commit),
-            reused=True,
-            ami_name=existing.name,
-            host=spec.host,
-            mode=spec.mode,
-        )
-    else:
-        result = run_bake(plan, digest, source, commit, aws_block)
+        record_bake(result.ami_id, tags, aws_block)
     create_markdown_artifact(
         key=f"bake-{spec.host}",
         markdown="\n".join(
@@ -74,6 +98,21 @@ def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
         description=f"AMI for {spec.host}",
     )
     return result
+
+
+def _tags(plan: BakePlan, digest: str, commit: str) -> dict[str, str]:
+    """The template's AMI tags, for an adopted AMI that lacks them."""
+    v = plan.variables
+    return {
+        "Name": f"packer_{v.get('hostname')}_{v.get('os_name')}",
+        "created_by": "packer",
+        "environment": v.get("environment", ""),
+        "host": v.get("hostname", plan.host),
+        "mode": plan.mode,
+        "git_commit": commit,
+        "content_hash": digest,
+        aws.PROJECT_TAG: v.get("project_tag", aws.PROJECT),
+    }
 
 
 @flow(name="bake-image", log_prints=True)

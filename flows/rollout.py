@@ -11,8 +11,8 @@ fails part-way restores the previous AMI itself, in the task, before raising. Ei
 template gets a new version with the previous image id, and the run fails with RolloutFailed naming the
 cause and what the launch template uses now.
 
-Each AMI name carries its content hash, so Packer's force_deregister only replaces an image of the same
-content (e.g. one left by a killed bake): the previous AMI a rollback points at still exists.
+A bake never deregisters an AMI (no force_deregister; each AMI name carries its content hash), and
+prune-images keeps every AMI in use: the previous AMI a rollback points at still exists.
 """
 
 from __future__ import annotations

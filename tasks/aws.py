@@ -1,5 +1,5 @@
-"""AWS tasks (boto3 through the AwsCredentials block): source AMI, reuse by content hash, rollout check,
-image pruning."""
+"""AWS tasks (boto3 through the AwsCredentials block): source AMI, reuse by content hash, the bake record,
+rollout check. Image pruning is tasks/prune.py."""
 
 from __future__ import annotations
 
@@ -8,19 +8,17 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, AwsCredentials
-from tools import aws
+from tools import aws, aws_refs
 from tools.aws import AmiInfo, LaunchTemplateState
-from tools.errors import AwsError, InvalidInput, retry_if_transient
+from tools.errors import AwsError, retry_if_transient
 from tools.process import default_logger
 
 __all__ = [
-    "PruneReport",
     "find_baked_image",
     "launch_template_now",
-    "prune_project_images",
+    "record_bake",
     "resolve_source_ami",
     "verify_launch_template",
 ]
@@ -62,9 +60,49 @@ def resolve_source_ami(image_query: str, owner: str, aws_block: str = AWS_BLOCK)
 
 
 @task(name="find-baked-image", **_RETRY)
-def find_baked_image(content_hash: str, aws_block: str = AWS_BLOCK) -> AmiInfo | None:
+def find_baked_image(content_hash: str, aws_block: str = AWS_BLOCK, ami_name: str = "") -> AmiInfo | None:
+    """The available AMI tagged with this content hash; else an available self-owned AMI named `ami_name`
+    (the name carries the hash: a bake stopped after creating its AMI but before tagging it), adopted."""
     (ec2,) = clients(aws_block, "ec2")
-    return aws.find_by_hash(ec2, content_hash)
+    found = aws.find_by_hash(ec2, content_hash)
+    if found is not None or not ami_name:
+        return found
+    images = aws.call(
+        "describe_images",
+        ec2.describe_images,
+        Owners=["self"],
+        Filters=[{"Name": "name", "Values": [ami_name]}],
+    )["Images"]
+    if not images:
+        return None
+    image = AmiInfo.from_api(images[0])
+    if image.state != "available":
+        raise AwsError(
+            f"AMI {image.image_id} named {ami_name} (this content) is {image.state}: a bake of it was "
+            "interrupted; Packer cannot bake the same name again",
+            hint=f"wait until it is available and re-run, or deregister {image.image_id}",
+        )
+    default_logger().warning(
+        "adopting %s: named %s but without the content hash tag", image.image_id, ami_name
+    )
+    return image
+
+
+@task(name="record-bake", **_RETRY)
+def record_bake(image_id: str, tags: dict[str, str], aws_block: str = AWS_BLOCK) -> AmiInfo:
+    """The bake record: tag the AMI `baked_at` (now) plus `tags`, then check it is still available (a prune
+    that deregistered it first leaves nothing to use: the bake fails instead of handing on a lost AMI)."""
+    (ec2,) = clients(aws_block, "ec2")
+    aws.tag(ec2, [image_id], {**tags, aws_refs.BAKED_AT_TAG: aws_refs.now_iso()})
+    images = aws.call(
+        "describe_images",
+        ec2.describe_images,
+        Owners=["self"],
+        Filters=[{"Name": "image-id", "Values": [image_id]}],
+    )["Images"]
+    if not images or images[0].get("State") != "available":
+        raise AwsError(f"AMI {image_id} is no longer available after the bake recorded it")
+    return AmiInfo.from_api(images[0])
 
 
 @task(name="verify-launch-template", **_RETRY)
@@ -105,68 +143,3 @@ def launch_template_now(
     """The launch template's latest version and image, and what the ASG uses (no expectation)."""
     ec2, autoscaling = clients(aws_block, "ec2", "autoscaling")
     return aws.launch_template_state(ec2, autoscaling, launch_template_id, asg_name)
-
-
-class PruneRow(BaseModel):
-    image_id: str
-    host: str
-    created: str
-    action: str = Field(description="keep (newest), keep (referenced), deregister, would deregister")
-    snapshots: list[str] = Field(default_factory=list)
-
-
-class PruneReport(BaseModel):
-    dry_run: bool
-    rows: list[PruneRow] = Field(default_factory=list)
-
-    @property
-    def deregistered(self) -> list[str]:
-        return [r.image_id for r in self.rows if r.action in ("deregister", "would deregister")]
-
-    def markdown(self) -> str:
-        title = "Image prune (dry run: nothing changed)" if self.dry_run else "Image prune"
-        lines = [f"# {title}", "", "| AMI | Host | Created | Action | Snapshots |", "|---|---|---|---|---|"]
-        lines += [
-            f"| {r.image_id} | {r.host} | {r.created} | {r.action} | {', '.join(r.snapshots) or '-'} |"
-            for r in self.rows
-        ]
-        return "\n".join(lines)
-
-
-@task(name="prune-project-images", cache_policy=NO_CACHE)
-def prune_project_images(
-    keep: int, dry_run: bool = True, hosts: list[str] | None = None, aws_block: str = AWS_BLOCK
-) -> PruneReport:
-    """Deregister project AMIs beyond the `keep` newest per host, never one in use; delete their snapshots."""
-    if keep < 1:
-        raise InvalidInput("keep must be at least 1 (the newest image of each host is always kept)")
-    (ec2,) = clients(aws_block, "ec2")
-    used = aws.referenced_image_ids(ec2)
-    report = PruneReport(dry_run=dry_run)
-    by_host: dict[str, list[AmiInfo]] = {}
-    for image in aws.project_images(ec2):
-        host = image.tags.get("host", "?")
-        if hosts and host not in hosts:
-            continue
-        by_host.setdefault(host, []).append(image)
-    for host, images in sorted(by_host.items()):
-        for index, image in enumerate(images):
-            if index < keep:
-                action = "keep (newest)"
-            elif image.image_id in used:
-                action = "keep (referenced)"
-            else:
-                action = "would deregister" if dry_run else "deregister"
-                if not dry_run:
-                    aws.deregister(ec2, image)
-            default_logger().info("%s %s (%s): %s", host, image.image_id, image.created, action)
-            report.rows.append(
-                PruneRow(
-                    image_id=image.image_id,
-                    host=host,
-                    created=image.created,
-                    action=action,
-                    snapshots=image.snapshot_ids,
-                )
-            )
-    return report

@@ -160,8 +160,9 @@ _HASH_EXCLUDED = {
 
 
 def ami_name(variables: Mapping[str, str], digest: str) -> str:
-    """`<hostname>_<os_name>_<hash[:12]>`: one name per content, so Packer's force_deregister removes only
-    an image of the same content (e.g. left by a killed bake), never the previous AMI a rollback needs."""
+    """`<hostname>_<os_name>_<hash[:12]>`: one name per content. The template has no force_deregister
+    (a bake never deregisters an AMI, which may be in use): an AMI of that name is the same content, reused
+    (or, left untagged by an interrupted bake, adopted) instead of baked again."""
     return f"{variables.get('hostname')}_{variables.get('os_name')}_{digest[:12]}"
 
 

@@ -69,7 +69,7 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
         assert _lt_versions(ec2, lt_id) == {1: ami1, 2: ami2}
         assert third.verified.latest_version == 2
 
-        # the AMI name carries the content hash: force_deregister left the previous AMI (a rollback target)
+        # a bake deregisters nothing: the previous AMI (a rollback target) is still there
         assert ec2.describe_images(ImageIds=[ami1])["Images"][0]["State"] == "available"
         for ami, digest in ((ami1, first.bake.content_hash), (ami2, third.bake.content_hash)):
             assert _amis_with_hash(ec2, digest) == [ami]
