@@ -103,12 +103,32 @@ def validate_digest(digest: str) -> str:
     return digest
 
 
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
 def registry_host(registry_url: str) -> str:
-    """`127.0.0.1:5000` from `http://127.0.0.1:5000/`; docker.io for Docker Hub's index URL."""
-    host = re.sub(r"^[a-z]+://", "", registry_url.strip()).rstrip("/")
-    if host in ("index.docker.io/v1", "index.docker.io", "registry-1.docker.io"):
-        return "docker.io"
-    return host.split("/", 1)[0]
+    """The normalised registry host of a URL or host: `127.0.0.1:5000` from `http://127.0.0.1:5000/`;
+    lowercase, without a default port (:443, and :80 for http://); docker.io for Docker Hub's names."""
+    url = registry_url.strip().lower()
+    scheme = url.partition("://")[0] if "://" in url else ""
+    host = re.sub(r"^[a-z]+://", "", url).rstrip("/").split("/", 1)[0]
+    if host.endswith(":443") or (scheme == "http" and host.endswith(":80")):
+        host = host.rpartition(":")[0]
+    return "docker.io" if host in _DOCKER_HUB else host
+
+
+def reference_host(reference: str) -> str:
+    """The registry host an image reference names (docker.io when it names none), normalised."""
+    first, _, rest = reference.partition("/")
+    has_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    return registry_host(first) if has_host else "docker.io"
+
+
+def auth_for(reference: str, auth: RegistryAuth | None) -> RegistryAuth | None:
+    """The credentials only when the reference's registry is the block's registry; None otherwise."""
+    if auth is not None and reference_host(reference) == registry_host(auth.registry):
+        return auth
+    return None
 
 
 def full_repository(registry_url: str, path: str) -> str:
@@ -296,6 +316,12 @@ def push(
 ) -> str:
     """Push every tag; return the manifest digest the registry reported (`aux.Digest`)."""
     log = logger or default_logger()
+    if auth_for(repository, auth) is None:
+        raise InvalidInput(
+            f"push of {repository} refused: its registry {reference_host(repository)} is not the registry "
+            f"of the credentials block ({registry_host(auth.registry)}); credentials go only to their "
+            "registry"
+        )
     digests: set[str] = set()
     for tag in tags:
         what = f"push of {repository}:{tag}"
@@ -322,19 +348,31 @@ def push(
 def pull(
     client: docker.DockerClient, reference: str, auth: RegistryAuth | None, logger: Logger | None = None
 ) -> str:
-    """Pull `repo@sha256:...`; return the local image id."""
+    """Pull `repo@sha256:...`; return the local image id. The credentials are sent only to their own
+    registry: an image of another registry is pulled anonymously."""
     log = logger or default_logger()
     repo, digest = split_reference(reference)
+    scoped = auth_for(repo, auth)
     what = f"pull of {reference}"
-    log.info("docker pull %s", reference)
+    if auth is not None and scoped is None:
+        what += f" (anonymous: the credentials block is for {registry_host(auth.registry)})"
+    log.info("docker pull %s%s", reference, "" if scoped or auth is None else " anonymously")
     try:
         events = client.api.pull(
-            repo, tag=digest, stream=True, decode=True, auth_config=auth.auth_config() if auth else None
+            repo, tag=digest, stream=True, decode=True, auth_config=scoped.auth_config() if scoped else None
         )
         _stream_progress(events, what, log)
         return client.images.get(reference).id
-    except docker.errors.APIError as exc:
-        raise _registry_error(_api_text(exc), what) from None
+    except (docker.errors.APIError, PushFailed) as exc:
+        err = exc if isinstance(exc, PushFailed) else _registry_error(_api_text(exc), what)
+        if isinstance(err, RegistryAuthError) and scoped is None:
+            err = RegistryAuthError(
+                f"{what}: the registry {reference_host(repo)} wants credentials and none were sent",
+                tail=err.tail,
+                hint="credentials go only to their own registry: give deploy-app the registry block of "
+                f"{reference_host(repo)}",
+            )
+        raise err from None
     except requests.exceptions.RequestException as exc:
         raise PushFailed(
             f"{what}: the Docker engine is unreachable", tail=[redact(str(exc))], transient=True
@@ -477,9 +515,12 @@ def run_to_completion(
             remove_container(client, container.id, log)
 
 
-def remove_container(client: docker.DockerClient, container_id: str, log: Logger | None = None) -> None:
+def remove_container(
+    client: docker.DockerClient, container_id: str, log: Logger | None = None, volumes: bool = True
+) -> None:
+    """Remove a container; volumes=True also removes its anonymous volumes (jobs), False keeps them (apps)."""
     try:
-        client.api.remove_container(container_id, force=True, v=True)
+        client.api.remove_container(container_id, force=True, v=volumes)
         if log:
             log.info("removed container %s", container_id[:12])
     except docker.errors.NotFound:
