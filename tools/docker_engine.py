@@ -53,7 +53,14 @@ _HOST = (
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "incorrect username or password")
+_AUTH_MARKERS = (
+    "unauthorized",
+    "no basic auth credentials",
+    "authentication required",
+    "denied",
+    "401",
+    "incorrect username or password",
+)
 
 
 def validate_repository(repository: str) -> str:
@@ -107,8 +114,16 @@ _DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry
 
 
 def registry_host(registry_url: str) -> str:
-    """The normalised registry host of a URL or host: `127.0.0.1:5000` from `http://127.0.0.1:5000/`;
-    lowercase, without a default port (:443, and :80 for http://); docker.io for Docker Hub's names."""
+    """`127.0.0.1:5000` from `http://127.0.0.1:5000/`; docker.io for Docker Hub's index URL."""
+    host = re.sub(r"^[a-z]+://", "", registry_url.strip()).rstrip("/")
+    if host in ("index.docker.io/v1", "index.docker.io", "registry-1.docker.io"):
+        return "docker.io"
+    return host.split("/", 1)[0]
+
+
+def same_registry_host(registry_url: str) -> str:
+    """The host to compare registries by: lowercase, without a default port (:443, and :80 for http://),
+    docker.io for all of Docker Hub's names."""
     url = registry_url.strip().lower()
     scheme = url.partition("://")[0] if "://" in url else ""
     host = re.sub(r"^[a-z]+://", "", url).rstrip("/").split("/", 1)[0]
@@ -121,12 +136,12 @@ def reference_host(reference: str) -> str:
     """The registry host an image reference names (docker.io when it names none), normalised."""
     first, _, rest = reference.partition("/")
     has_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
-    return registry_host(first) if has_host else "docker.io"
+    return same_registry_host(first) if has_host else "docker.io"
 
 
 def auth_for(reference: str, auth: RegistryAuth | None) -> RegistryAuth | None:
     """The credentials only when the reference's registry is the block's registry; None otherwise."""
-    if auth is not None and reference_host(reference) == registry_host(auth.registry):
+    if auth is not None and reference_host(reference) == same_registry_host(auth.registry):
         return auth
     return None
 
@@ -319,7 +334,7 @@ def push(
     if auth_for(repository, auth) is None:
         raise InvalidInput(
             f"push of {repository} refused: its registry {reference_host(repository)} is not the registry "
-            f"of the credentials block ({registry_host(auth.registry)}); credentials go only to their "
+            f"of the credentials block ({same_registry_host(auth.registry)}); credentials go only to their "
             "registry"
         )
     digests: set[str] = set()
@@ -355,7 +370,7 @@ def pull(
     scoped = auth_for(repo, auth)
     what = f"pull of {reference}"
     if auth is not None and scoped is None:
-        what += f" (anonymous: the credentials block is for {registry_host(auth.registry)})"
+        what += f" (anonymous: the credentials block is for {same_registry_host(auth.registry)})"
     log.info("docker pull %s%s", reference, "" if scoped or auth is None else " anonymously")
     try:
         events = client.api.pull(
