@@ -248,6 +248,7 @@ def sandbox_catalog() -> list[str]:
     return registry_catalog(env["DEVOPS_REGISTRY"], token)
 
 
+
 def diff(before: dict[str, object], after: dict[str, object]) -> dict[str, object]:
     """Only what was ADDED (other helpers' parallel tests may remove things; we must not add)."""
     out = {}
