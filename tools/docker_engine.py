@@ -4,6 +4,9 @@ Docker talks to a daemon, not a child process, so `tools.process` is not involve
 - every line of output (build stream, container logs) is redacted and streamed to the logger as it comes;
 - passwords go to the daemon only: `client.login(..., dockercfg_path=<empty temp file>)` and
   `auth_config` on push/pull; no docker config file is read or written;
+- credentials go only to their own registry (`auth_for`: hosts compared normalised); a pull from
+  another registry is anonymous, a push to another registry is refused before any call;
+- clients are built from DockerHost blocks by `blocks.docker_host.docker_client`, never here;
 - push/pull `error` events become PushFailed / RegistryAuthError (never retried) with the daemon's text;
 - containers we start for a job are removed in `finally`, also on Prefect's TerminationSignal; the
   log-follow loop runs on a thread and the main thread checks the deadline.
@@ -161,16 +164,7 @@ def split_reference(reference: str) -> tuple[str, str]:
     return validate_repository(repo), validate_digest(digest)
 
 
-# --- client and auth ------------------------------------------------------------------------------------
-def client_for(
-    base_url: str | None = None, timeout: int = 300, version: str | None = None
-) -> docker.DockerClient:
-    """A docker SDK client for a DockerHost block's `base_url` (unix://, tcp://, ssh://); env when None."""
-    if base_url:
-        return docker.DockerClient(base_url=base_url, timeout=timeout, version=version or "auto")
-    return docker.from_env(timeout=timeout)
-
-
+# --- auth ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RegistryAuth:
     """Credentials for the daemon. `password` is registered for redaction on creation."""
@@ -624,25 +618,6 @@ def difference(client: docker.DockerClient, container, spec: ContainerRun, image
     if policy != ((spec.restart_policy or {}).get("Name") or None):
         return f"its restart policy is {policy}"
     return None
-
-
-def restore(client: docker.DockerClient, snap: ContainerSnapshot, log: Logger | None = None) -> str:
-    """Recreate and start a container from a snapshot (its old image); returns the new container id."""
-    for existing in find_exact(client, snap.name):
-        remove_container(client, existing.id, log)
-    container = client.containers.run(
-        snap.image_id,
-        command=snap.command,
-        entrypoint=snap.entrypoint,
-        name=snap.name,
-        environment=snap.environment,
-        ports={k: v if len(v) != 1 else v[0] for k, v in snap.ports.items()},
-        labels=snap.labels,
-        restart_policy=snap.restart_policy,
-        working_dir=snap.working_dir,
-        detach=True,
-    )
-    return container.id
 
 
 def run_detached(client: docker.DockerClient, spec: ContainerRun, logger: Logger | None = None) -> str:
