@@ -93,10 +93,14 @@ def deploy_app(params: DeployParams) -> DeployResult:
     try:
         health = check_health(params, started["container_id"], replaced=replaced)
     except DeployFailed as exc:
-        if replaced and started["replaced"]:
+        if replaced:
             try:
                 restore_previous(
-                    params.docker_host_block, params.app_name, started["container_id"], exc.message
+                    params.docker_host_block,
+                    params.app_name,
+                    started["container_id"],
+                    exc.message,
+                    had_previous=bool(started["replaced"]),
                 )
             except AppDown as down:
                 if params.notify_block:

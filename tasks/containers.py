@@ -10,16 +10,24 @@ from prefect.cache_policies import NO_CACHE
 
 from blocks.docker_host import docker_client
 from tools import containers
+from tools import docker_engine as engine
 from tools.redact import redact
 
 
 @task(name="restore-previous", cache_policy=NO_CACHE)
-def restore_previous(docker_host_block: str, app_name: str, new_container_id: str, why: str) -> str:
+def restore_previous(
+    docker_host_block: str, app_name: str, new_container_id: str, why: str, had_previous: bool = True
+) -> str:
     """Remove the unhealthy new container and bring the set-aside one back (same container: same
-    mounts, networks, limits, labels, restart policy, environment, ports, command). AppDown otherwise."""
+    mounts, networks, limits, labels, restart policy, environment, ports, command). AppDown otherwise.
+    had_previous=False (a first deploy): only the new container is removed (its volumes kept)."""
     logger = get_run_logger()
     client = docker_client(docker_host_block)
     try:
+        if not had_previous:
+            engine.remove_container(client, new_container_id, logger, volumes=False)
+            logger.warning("rolled back: %s had no previous container; the unhealthy one removed", app_name)
+            return ""
         restored = containers.bring_back(client, app_name, new_container_id, why, logger)
     finally:
         client.close()
