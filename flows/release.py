@@ -33,6 +33,7 @@ from tasks.release import (
     PortMapping,
     PublishParams,
     build_app_image,
+    check_builder_secrets,
     check_health,
     clean_artifacts,
     deploy_report,
@@ -51,6 +52,7 @@ from tools.errors import AppDown, DeployFailed
 def build_app(params: BuildParams) -> BuildResult:
     """Build the sbt app in a builder container and unpack its universal zip in the work-tree."""
     workspace = params.check()
+    check_builder_secrets(params)
     project = read_project(workspace)
     clean_artifacts(workspace, project)
     archive = run_build(workspace, project, params)

@@ -344,6 +344,15 @@ def _registry_auth(block_name: str) -> engine.RegistryAuth:
 
 
 # --- build-app ------------------------------------------------------------------------------------------
+@task(name="check-builder-secrets")
+def check_builder_secrets(params: BuildParams) -> None:
+    """Before anything runs: the builder image may receive the AppSecrets block (its allowlist)."""
+    if params.app_secrets_block:
+        AppSecrets.load(params.app_secrets_block).check_builder(
+            params.builder_image, params.app_secrets_block
+        )
+
+
 @task(name="read-sbt-project")
 def read_project(workspace: Path) -> sbt.SbtProject:
     """Name and version from build.sbt."""
