@@ -109,8 +109,8 @@ def deploy_app(params: DeployParams) -> DeployResult:
                     notify_app_down(params.notify_block, params.app_name, str(down))
                 raise
         raise
-    if replaced:
-        discard_previous(params.docker_host_block, params.app_name)
+    # healthy: the set-aside container goes (also one left by a run killed after its new container started)
+    discard_previous(params.docker_host_block, params.app_name)
     result = DeployResult(
         app_name=params.app_name,
         container_id=started["container_id"],
