@@ -264,3 +264,35 @@ def test_deploy_killed_mid_replace_next_run_serves_with_the_data(app: App, docke
         c.name
         for c in docker_client.containers.list(all=True, filters={"label": f"devops-flows.rel={app.uid}"})
     ] == [app.name]
+
+
+def test_a_replace_interrupted_after_the_rename_is_picked_up(app: App, docker_client) -> None:  # noqa: ANN001
+    """The state a run killed between the rename and the new container leaves (made here by hand, the
+    kill above lands at any point): only APP-devops-previous, stopped. The next run carries its data."""
+    old = docker_client.containers.get(app.name)
+    old.stop()
+    old.rename(containers.previous_name(app.name))
+    state = deploy_app(params=params(app, app.v2), return_state=True)
+    assert state.is_completed(), state.result(raise_on_failure=False)
+    assert state.result().replaced == [old.id]
+    assert notes(docker_client, app.name) == f"named-{app.uid}\nanon-{app.uid}\n"
+    assert engine.find_exact(docker_client, containers.previous_name(app.name)) == []
+
+
+def test_a_set_aside_container_left_after_the_new_one_started_is_discarded(app: App, docker_client) -> None:  # noqa: ANN001
+    """The state a run killed after starting its new container leaves: APP (new, up to date) and
+    APP-devops-previous. The next run leaves APP running and removes the set-aside one, volumes kept."""
+    state = deploy_app(params=params(app, app.v2), return_state=True)
+    assert state.is_completed(), state.result(raise_on_failure=False)
+    current = state.result().container_id
+    leftover = docker_client.containers.create(
+        app.v1,
+        name=containers.previous_name(app.name),
+        volumes={app.volume: {"bind": "/data", "mode": "rw"}},
+        labels={"devops-flows.rel": app.uid},
+    )
+    again = deploy_app(params=params(app, app.v2), return_state=True).result()
+    assert again.unchanged and again.container_id == current
+    assert engine.find_exact(docker_client, containers.previous_name(app.name)) == []
+    assert notes(docker_client, app.name) == f"named-{app.uid}\nanon-{app.uid}\n"
+    assert leftover.id not in [c.id for c in docker_client.containers.list(all=True)]
