@@ -534,6 +534,17 @@ def remove_container(
             log.info("removed container %s", container_id[:12])
     except docker.errors.NotFound:
         pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in _api_text(exc):
+            raise
+        deadline = time.monotonic() + 60  # someone else removes it: wait until it is gone
+        while time.monotonic() < deadline:
+            try:
+                client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.5)
+        raise
 
 
 def find_exact(client: docker.DockerClient, name: str) -> list:
