@@ -59,6 +59,9 @@ TF_BACKEND_BLOCK = "devops-tf-backend"
 VAULT_BLOCK = "devops-ansible-vault"
 APP_SECRETS_BLOCK = "devops-app-secrets"
 NOTIFY_BLOCK = "devops-alerts"
+# The builder images that may receive AppSecrets by default: the article's sbt image and the sandbox's
+# stand-in builder (any tag of devops-flows/sbt-builder).
+DEFAULT_SECRET_BUILDERS = ("hseeberger/scala-sbt:8u181_2.12.8_1.2.8", "devops-flows/sbt-builder")
 
 
 class AppSecrets(Block):
@@ -78,9 +81,40 @@ class AppSecrets(Block):
         examples=[{"PROJECT_DB_PASSWORD": "change-me"}],
     )
 
+    builder_images: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SECRET_BUILDERS),
+        title="Builder images allowed",
+        description="build-app hands these values only to these builder images: an exact reference "
+        "(repo:tag or repo@sha256:...), or a repository alone for any of its tags.",
+        examples=[list(DEFAULT_SECRET_BUILDERS)],
+    )
+
     def environment(self) -> dict[str, str]:
         """The unwrapped values, each registered for redaction."""
         return {name: register_secret(value.get_secret_value()) or "" for name, value in self.values.items()}
+
+    def allows_builder(self, image: str) -> bool:
+        repository = _repository_of(image)
+        return any(entry == image or entry == repository for entry in self.builder_images)
+
+    def check_builder(self, image: str, block_name: str = "") -> None:
+        """InvalidInput (before any container starts) when `image` may not see these secrets."""
+        from tools.errors import InvalidInput
+
+        if not self.allows_builder(image):
+            raise InvalidInput(
+                f"builder image {image!r} is not allowed to receive the secrets of the AppSecrets block "
+                f"{block_name!r}: allowed are {self.builder_images} (add it to the block's builder_images, "
+                "or build without the app secrets block)"
+            )
+
+
+def _repository_of(image: str) -> str:
+    """`repo` of `repo:tag` / `repo@sha256:...` (a registry host may carry a port)."""
+    ref = image.partition("@")[0]
+    head, _, last = ref.rpartition("/")
+    last = last.partition(":")[0]
+    return f"{head}/{last}" if head else last
 
 
 WEBHOOK_URL_SECRET = "webhook_url"

@@ -2,8 +2,9 @@
 
     build-app      build.sbt version -> clean artifacts -> sbt in a builder container -> unpack the zip
     publish-image  docker build (OCI labels, version + environment tags) -> login + push -> ImageRef
-    deploy-app     pull by digest -> replace the container named app_name -> health check,
-                   rolled back to the previous container inside a transaction when unhealthy
+    deploy-app     pull by digest -> set the container named app_name aside (stopped, renamed, image
+                   pinned) -> run the new one with its mounts -> health check -> discard the set-aside
+                   one, or bring it back when unhealthy (AppDown + notification if that fails)
     release        build-app -> publish-image -> deploy-app as subflows, one parameter model
 
 Flows only compose tasks; parameters are validated (InvalidInput) before any side effect.
@@ -15,10 +16,10 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.tasks import exponential_backoff
-from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
+from tasks.containers import discard_previous, notify_app_down, restore_previous
 from tasks.release import (
     DEFAULT_BASE_IMAGE,
     BuildParams,
@@ -32,6 +33,7 @@ from tasks.release import (
     PortMapping,
     PublishParams,
     build_app_image,
+    check_builder_secrets,
     check_health,
     clean_artifacts,
     deploy_report,
@@ -43,12 +45,14 @@ from tasks.release import (
     unpack_package,
 )
 from tools import sbt
+from tools.errors import AppDown, DeployFailed
 
 
 @flow(name="build-app", log_prints=False)
 def build_app(params: BuildParams) -> BuildResult:
     """Build the sbt app in a builder container and unpack its universal zip in the work-tree."""
     workspace = params.check()
+    check_builder_secrets(params)
     project = read_project(workspace)
     clean_artifacts(workspace, project)
     archive = run_build(workspace, project, params)
@@ -83,11 +87,30 @@ def publish_image(params: PublishParams) -> ImageRef:
 
 @flow(name="deploy-app")
 def deploy_app(params: DeployParams) -> DeployResult:
-    """Replace the running container with the new image; restore the previous one if it is unhealthy."""
+    """Replace the running container with the new image, keeping its volumes; restore the previous one
+    if the new one is unhealthy; a failed restore is AppDown and notifies."""
     params.check()
-    with transaction():
-        started = replace_container(params)
-        health = check_health(params, started["container_id"], replaced=not started["unchanged"])
+    started = replace_container(params)
+    replaced = not started["unchanged"]
+    try:
+        health = check_health(params, started["container_id"], replaced=replaced)
+    except DeployFailed as exc:
+        if replaced:
+            try:
+                restore_previous(
+                    params.docker_host_block,
+                    params.app_name,
+                    started["container_id"],
+                    exc.message,
+                    had_previous=bool(started["replaced"]),
+                )
+            except AppDown as down:
+                if params.notify_block:
+                    notify_app_down(params.notify_block, params.app_name, str(down))
+                raise
+        raise
+    # healthy: the set-aside container goes (also one left by a run killed after its new container started)
+    discard_previous(params.docker_host_block, params.app_name)
     result = DeployResult(
         app_name=params.app_name,
         container_id=started["container_id"],

@@ -15,13 +15,13 @@ from typing import Literal
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import TaskRunContext
-from prefect.transactions import get_transaction
-from prefect_docker import DockerHost, DockerRegistryCredentials
+from prefect_docker import DockerRegistryCredentials
 from pydantic import BaseModel, Field
 
-from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK, AppSecrets
+from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, NOTIFY_BLOCK, REGISTRY_BLOCK, AppSecrets
+from blocks.docker_host import docker_client
+from tools import containers, sbt
 from tools import docker_engine as engine
-from tools import sbt
 from tools.errors import DeployFailed, InvalidInput, retry_if_transient
 from tools.redact import redact
 
@@ -262,6 +262,11 @@ class DeployParams(BaseModel):
         title="Replace even if up to date",
         description="Replace the container even when it already runs this image with this configuration.",
     )
+    notify_block: str | None = Field(
+        default=NOTIFY_BLOCK,
+        title="Notification block",
+        description="Where 'app down' goes when the previous container cannot be restored; empty: none.",
+    )
 
     def check(self) -> None:
         if not _CONTAINER_NAME.fullmatch(self.app_name) or ".." in self.app_name:
@@ -317,13 +322,18 @@ class DeployResult(BaseModel):
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-def _client(block_name: str):  # noqa: ANN202 - docker.DockerClient
-    host = DockerHost.load(block_name)
-    return engine.client_for(host.base_url, version=host.version)
+def _client(block_name: str, sends_secrets: bool = False):  # noqa: ANN202 - docker.DockerClient
+    return docker_client(block_name, sends_secrets=sends_secrets)
 
 
-def _secrets(block_name: str | None) -> dict[str, str]:
-    return AppSecrets.load(block_name).environment() if block_name else {}
+def _secrets(block_name: str | None, builder_image: str | None = None) -> dict[str, str]:
+    """The AppSecrets values; for a builder, only when the block allows that builder image."""
+    if not block_name:
+        return {}
+    block = AppSecrets.load(block_name)
+    if builder_image is not None:
+        block.check_builder(builder_image, block_name)
+    return block.environment()
 
 
 def _registry_auth(block_name: str) -> engine.RegistryAuth:
@@ -334,6 +344,15 @@ def _registry_auth(block_name: str) -> engine.RegistryAuth:
 
 
 # --- build-app ------------------------------------------------------------------------------------------
+@task(name="check-builder-secrets")
+def check_builder_secrets(params: BuildParams) -> None:
+    """Before anything runs: the builder image may receive the AppSecrets block (its allowlist)."""
+    if params.app_secrets_block:
+        AppSecrets.load(params.app_secrets_block).check_builder(
+            params.builder_image, params.app_secrets_block
+        )
+
+
 @task(name="read-sbt-project")
 def read_project(workspace: Path) -> sbt.SbtProject:
     """Name and version from build.sbt."""
@@ -354,7 +373,7 @@ def clean_artifacts(workspace: Path, project: sbt.SbtProject) -> list[str]:
 def run_build(workspace: Path, project: sbt.SbtProject, params: BuildParams) -> Path:
     """Run the build in the builder container; return the universal zip."""
     logger = get_run_logger()
-    secret_env = _secrets(params.app_secrets_block)
+    secret_env = _secrets(params.app_secrets_block, builder_image=params.builder_image)
     spec = sbt.BuildSpec(
         image=params.builder_image,
         command=params.build_command,
@@ -366,7 +385,7 @@ def run_build(workspace: Path, project: sbt.SbtProject, params: BuildParams) -> 
         timeout=params.timeout_seconds,
         labels=params.labels,
     )
-    client = _client(params.docker_host_block)
+    client = _client(params.docker_host_block, sends_secrets=bool(secret_env))
     try:
         sbt.build_in_container(
             client,
@@ -452,7 +471,7 @@ def push_image(built: engine.BuiltImage, docker_host_block: str, registry_block:
     tags = [t.rpartition(":")[2] for t in built.tags]
     logger.info("push attempt %d: %s tags %s", attempt, repository, tags)
     auth = _registry_auth(registry_block)
-    client = _client(docker_host_block)
+    client = _client(docker_host_block, sends_secrets=True)
     try:
         engine.login(client, auth)
         digest = engine.push(client, repository, tags, auth, logger=logger)
@@ -472,17 +491,19 @@ def push_image(built: engine.BuiltImage, docker_host_block: str, registry_block:
 # --- deploy-app -----------------------------------------------------------------------------------------
 @task(name="replace-container")
 def replace_container(params: DeployParams) -> dict:
-    """Pull by digest, remove the containers named exactly app_name, run the new one detached.
+    """Pull by digest, set the container named app_name aside (stopped, renamed, image pinned) and run the
+    new one detached with its mounts, so named and anonymous volumes carry over.
 
     A container that already runs this image with this configuration (and is not unhealthy) is left
-    alone, as `docker compose up` does, unless force_redeploy. The previous container's configuration
-    goes into the transaction; the rollback hook recreates it.
+    alone, as `docker compose up` does, unless force_redeploy. The set-aside container is what
+    restore-previous brings back, and what discard-previous removes (volumes kept) once the new one is
+    healthy.
     """
     logger = get_run_logger()
-    txn = get_transaction()
     auth = _registry_auth(params.registry_block) if params.registry_block else None
+    auth = engine.auth_for(params.image_reference, auth)  # credentials go only to their registry
     secret_env = _secrets(params.app_secrets_block)
-    client = _client(params.docker_host_block)
+    client = _client(params.docker_host_block, sends_secrets=bool(auth or secret_env))
     try:
         if auth:
             engine.login(client, auth)
@@ -516,46 +537,21 @@ def replace_container(params: DeployParams) -> dict:
                 )
                 return {"container_id": old[0].id, "replaced": [], "image_id": image_id, "unchanged": True}
             logger.info("replacing %s (%s): %s", params.app_name, old[0].id[:12], why)
-        snapshots = [engine.snapshot(c) for c in old]
-        if txn is not None:
-            txn.set("docker_host_block", params.docker_host_block)
-            txn.set("previous", [s.__dict__ for s in snapshots[:1]])
-        for container in old:
-            logger.info("stopping and removing %s (%s)", container.name, container.id[:12])
-            engine.remove_container(client, container.id, logger)
+        aside = containers.set_aside(client, params.app_name, logger)
         try:
-            container_id = engine.run_detached(client, spec, logger=logger)
-        except Exception:
-            for snap in snapshots[:1]:
-                logger.warning("starting the new container failed: restoring %s", snap.name)
-                engine.restore(client, snap, logger)
+            container_id = containers.start_new(client, spec, aside.mounts, logger)
+        except Exception as exc:
+            if aside.previous_id:
+                logger.warning("starting the new container failed: restoring %s", params.app_name)
+                containers.bring_back(
+                    client, params.app_name, None, f"the new container did not start: {exc}"
+                )
             raise
-        if txn is not None:
-            txn.set("new_container_id", container_id)
         logger.info(
             "started %s (%s) from %s (image %s)", params.app_name, container_id[:12], digest, image_id[:19]
         )
-        replaced = [c.id for c in old]
+        replaced = [aside.previous_id] if aside.previous_id else []
         return {"container_id": container_id, "replaced": replaced, "image_id": image_id, "unchanged": False}
-    finally:
-        client.close()
-
-
-@replace_container.on_rollback
-def _restore_previous(txn) -> None:  # noqa: ANN001 - prefect Transaction
-    """Remove the failed container and recreate the previous one from its image."""
-    logger = get_run_logger()
-    client = _client(txn.get("docker_host_block"))
-    try:
-        new_id = txn.get("new_container_id", None)
-        if new_id:
-            engine.remove_container(client, new_id, logger)
-        for data in txn.get("previous", []):
-            snap = engine.ContainerSnapshot(**data)
-            restored = engine.restore(client, snap, logger)
-            logger.warning(
-                "rolled back: %s restored from image %s (%s)", snap.name, snap.image_ref, restored[:12]
-            )
     finally:
         client.close()
 

@@ -4,6 +4,9 @@ Docker talks to a daemon, not a child process, so `tools.process` is not involve
 - every line of output (build stream, container logs) is redacted and streamed to the logger as it comes;
 - passwords go to the daemon only: `client.login(..., dockercfg_path=<empty temp file>)` and
   `auth_config` on push/pull; no docker config file is read or written;
+- credentials go only to their own registry (`auth_for`: hosts compared normalised); a pull from
+  another registry is anonymous, a push to another registry is refused before any call;
+- clients are built from DockerHost blocks by `blocks.docker_host.docker_client`, never here;
 - push/pull `error` events become PushFailed / RegistryAuthError (never retried) with the daemon's text;
 - containers we start for a job are removed in `finally`, also on Prefect's TerminationSignal; the
   log-follow loop runs on a thread and the main thread checks the deadline.
@@ -53,7 +56,14 @@ _HOST = (
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_AUTH_MARKERS = ("unauthorized", "authentication required", "denied", "401", "incorrect username or password")
+_AUTH_MARKERS = (
+    "unauthorized",
+    "no basic auth credentials",
+    "authentication required",
+    "denied",
+    "401",
+    "incorrect username or password",
+)
 
 
 def validate_repository(repository: str) -> str:
@@ -103,12 +113,40 @@ def validate_digest(digest: str) -> str:
     return digest
 
 
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com")
+
+
 def registry_host(registry_url: str) -> str:
     """`127.0.0.1:5000` from `http://127.0.0.1:5000/`; docker.io for Docker Hub's index URL."""
     host = re.sub(r"^[a-z]+://", "", registry_url.strip()).rstrip("/")
     if host in ("index.docker.io/v1", "index.docker.io", "registry-1.docker.io"):
         return "docker.io"
     return host.split("/", 1)[0]
+
+
+def same_registry_host(registry_url: str) -> str:
+    """The host to compare registries by: lowercase, without a default port (:443, and :80 for http://),
+    docker.io for all of Docker Hub's names."""
+    url = registry_url.strip().lower()
+    scheme = url.partition("://")[0] if "://" in url else ""
+    host = re.sub(r"^[a-z]+://", "", url).rstrip("/").split("/", 1)[0]
+    if host.endswith(":443") or (scheme == "http" and host.endswith(":80")):
+        host = host.rpartition(":")[0]
+    return "docker.io" if host in _DOCKER_HUB else host
+
+
+def reference_host(reference: str) -> str:
+    """The registry host an image reference names (docker.io when it names none), normalised."""
+    first, _, rest = reference.partition("/")
+    has_host = bool(rest) and ("." in first or ":" in first or first == "localhost")
+    return same_registry_host(first) if has_host else "docker.io"
+
+
+def auth_for(reference: str, auth: RegistryAuth | None) -> RegistryAuth | None:
+    """The credentials only when the reference's registry is the block's registry; None otherwise."""
+    if auth is not None and reference_host(reference) == same_registry_host(auth.registry):
+        return auth
+    return None
 
 
 def full_repository(registry_url: str, path: str) -> str:
@@ -126,16 +164,7 @@ def split_reference(reference: str) -> tuple[str, str]:
     return validate_repository(repo), validate_digest(digest)
 
 
-# --- client and auth ------------------------------------------------------------------------------------
-def client_for(
-    base_url: str | None = None, timeout: int = 300, version: str | None = None
-) -> docker.DockerClient:
-    """A docker SDK client for a DockerHost block's `base_url` (unix://, tcp://, ssh://); env when None."""
-    if base_url:
-        return docker.DockerClient(base_url=base_url, timeout=timeout, version=version or "auto")
-    return docker.from_env(timeout=timeout)
-
-
+# --- auth ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RegistryAuth:
     """Credentials for the daemon. `password` is registered for redaction on creation."""
@@ -296,6 +325,12 @@ def push(
 ) -> str:
     """Push every tag; return the manifest digest the registry reported (`aux.Digest`)."""
     log = logger or default_logger()
+    if auth_for(repository, auth) is None:
+        raise InvalidInput(
+            f"push of {repository} refused: its registry {reference_host(repository)} is not the registry "
+            f"of the credentials block ({same_registry_host(auth.registry)}); credentials go only to their "
+            "registry"
+        )
     digests: set[str] = set()
     for tag in tags:
         what = f"push of {repository}:{tag}"
@@ -322,19 +357,31 @@ def push(
 def pull(
     client: docker.DockerClient, reference: str, auth: RegistryAuth | None, logger: Logger | None = None
 ) -> str:
-    """Pull `repo@sha256:...`; return the local image id."""
+    """Pull `repo@sha256:...`; return the local image id. The credentials are sent only to their own
+    registry: an image of another registry is pulled anonymously."""
     log = logger or default_logger()
     repo, digest = split_reference(reference)
+    scoped = auth_for(repo, auth)
     what = f"pull of {reference}"
-    log.info("docker pull %s", reference)
+    if auth is not None and scoped is None:
+        what += f" (anonymous: the credentials block is for {same_registry_host(auth.registry)})"
+    log.info("docker pull %s%s", reference, "" if scoped or auth is None else " anonymously")
     try:
         events = client.api.pull(
-            repo, tag=digest, stream=True, decode=True, auth_config=auth.auth_config() if auth else None
+            repo, tag=digest, stream=True, decode=True, auth_config=scoped.auth_config() if scoped else None
         )
         _stream_progress(events, what, log)
         return client.images.get(reference).id
-    except docker.errors.APIError as exc:
-        raise _registry_error(_api_text(exc), what) from None
+    except (docker.errors.APIError, PushFailed) as exc:
+        err = exc if isinstance(exc, PushFailed) else _registry_error(_api_text(exc), what)
+        if isinstance(err, RegistryAuthError) and scoped is None:
+            err = RegistryAuthError(
+                f"{what}: the registry {reference_host(repo)} wants credentials and none were sent",
+                tail=err.tail,
+                hint="credentials go only to their own registry: give deploy-app the registry block of "
+                f"{reference_host(repo)}",
+            )
+        raise err from None
     except requests.exceptions.RequestException as exc:
         raise PushFailed(
             f"{what}: the Docker engine is unreachable", tail=[redact(str(exc))], transient=True
@@ -477,13 +524,27 @@ def run_to_completion(
             remove_container(client, container.id, log)
 
 
-def remove_container(client: docker.DockerClient, container_id: str, log: Logger | None = None) -> None:
+def remove_container(
+    client: docker.DockerClient, container_id: str, log: Logger | None = None, volumes: bool = True
+) -> None:
+    """Remove a container; volumes=True also removes its anonymous volumes (jobs), False keeps them (apps)."""
     try:
-        client.api.remove_container(container_id, force=True, v=True)
+        client.api.remove_container(container_id, force=True, v=volumes)
         if log:
             log.info("removed container %s", container_id[:12])
     except docker.errors.NotFound:
         pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in _api_text(exc):
+            raise
+        deadline = time.monotonic() + 60  # someone else removes it: wait until it is gone
+        while time.monotonic() < deadline:
+            try:
+                client.api.inspect_container(container_id)
+            except docker.errors.NotFound:
+                return
+            time.sleep(0.5)
+        raise
 
 
 def find_exact(client: docker.DockerClient, name: str) -> list:
@@ -568,25 +629,6 @@ def difference(client: docker.DockerClient, container, spec: ContainerRun, image
     if policy != ((spec.restart_policy or {}).get("Name") or None):
         return f"its restart policy is {policy}"
     return None
-
-
-def restore(client: docker.DockerClient, snap: ContainerSnapshot, log: Logger | None = None) -> str:
-    """Recreate and start a container from a snapshot (its old image); returns the new container id."""
-    for existing in find_exact(client, snap.name):
-        remove_container(client, existing.id, log)
-    container = client.containers.run(
-        snap.image_id,
-        command=snap.command,
-        entrypoint=snap.entrypoint,
-        name=snap.name,
-        environment=snap.environment,
-        ports={k: v if len(v) != 1 else v[0] for k, v in snap.ports.items()},
-        labels=snap.labels,
-        restart_policy=snap.restart_policy,
-        working_dir=snap.working_dir,
-        detach=True,
-    )
-    return container.id
 
 
 def run_detached(client: docker.DockerClient, spec: ContainerRun, logger: Logger | None = None) -> str:

@@ -9,6 +9,7 @@
     ├── PushFailed                the registry refused or was unreachable during a push
     │   └── RegistryAuthError     wrong credentials: permanent, never retried
     ├── DeployFailed              the new container did not become healthy (previous one restored)
+    │   └── AppDown               ... and the previous one could not be restored: the app is down
     ├── BakeFailed                `packer validate/build` failed
     ├── TerraformError            any terraform sub-command failed
     │   └── StateLocked           the state lock is held by someone else
@@ -110,6 +111,11 @@ class RegistryAuthError(PushFailed):
 
 class DeployFailed(ToolError):
     """The new container did not become healthy; the previous one was restored."""
+
+
+class AppDown(DeployFailed):
+    """The new container failed and the previous one could not be restored: nothing serves the app.
+    The message says so and why; deploy-app sends the failure notification."""
 
 
 class BakeFailed(ToolError):

@@ -146,6 +146,46 @@ FAULTS = [
             "tests/e2e/test_bake_concurrency.py::test_two_concurrent_bakes_of_the_same_content_end_with_one_ami",
         ),
     ),
+    Item(
+        "fault",
+        "container replaced: its named and anonymous volumes carry over to the new one",
+        (f"{REL}/test_containers.py::test_replace_keeps_named_and_anonymous_volumes",),
+    ),
+    Item(
+        "fault",
+        "new container unhealthy: the previous one is back with its full configuration and data",
+        (f"{REL}/test_containers.py::test_restore_brings_back_the_full_configuration",),
+    ),
+    Item(
+        "fault",
+        "previous container gone during the health check: restore fails as AppDown, notification sent",
+        (f"{REL}/test_containers.py::test_a_failed_restore_is_app_down_and_notifies",),
+    ),
+    Item(
+        "fault",
+        "deploy-app SIGKILLed right after the old container stopped: next run serves, data intact",
+        (
+            f"{REL}/test_containers.py::test_deploy_killed_mid_replace_next_run_serves_with_the_data",
+            f"{REL}/test_containers.py::test_a_replace_interrupted_after_the_rename_is_picked_up",
+            f"{REL}/test_containers.py::test_a_set_aside_container_left_after_the_new_one_started_is_discarded",
+        ),
+    ),
+    Item(
+        "fault",
+        "image of a second registry deployed with the first registry's block: its password never sent, "
+        "clear auth error (anonymous pull works where allowed)",
+        (
+            f"{REL}/test_registry_scope.py::test_the_first_registrys_password_never_reaches_a_second_registry",
+            f"{REL}/test_registry_scope.py::test_an_image_of_an_open_registry_is_pulled_anonymously",
+        ),
+    ),
+    Item(
+        "fault",
+        "push to another registry than the credentials block's: refused before any call",
+        (
+            f"{REL}/test_registry_scope.py::test_a_push_to_another_registry_than_the_blocks_is_refused_before_any_call",
+        ),
+    ),
 ]
 
 
@@ -181,6 +221,16 @@ def bad_inputs() -> list[Item]:
             "bad-input",
             "ami-rollout with an unknown stack: rejected before the bake",
             (f"{REL}/test_bad_inputs.py::test_rollout_validates_the_stack_before_baking",),
+        ),
+        Item(
+            "bad-input",
+            "plaintext tcp:// Docker engine for a flow sending secrets (unit, several shapes)",
+            ("tests/integration/test_docker_host_factory.py",),
+        ),
+        Item(
+            "bad-input",
+            "builder image not on the AppSecrets allowlist (unit)",
+            ("tests/unit/test_app_secrets_builders.py",),
         ),
         Item(
             "bad-input",

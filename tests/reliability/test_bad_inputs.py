@@ -22,7 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from blocks import TerraformBackend
+from blocks import DockerHost, TerraformBackend
 from flows.refresh import refresh_servers
 from flows.release import build_app, deploy_app, release
 from tests.conftest import BUILDER_IMAGE, TEST_LABEL
@@ -132,6 +132,15 @@ def _deploy(ctx: Ctx, reference: str, **over) -> object:  # noqa: ANN003
 
 
 DIGEST = "sha256:" + "ab" * 32
+
+
+def _plaintext_tcp_engine(ctx: Ctx) -> str:
+    """A DockerHost block for a tcp:// engine without TLS (nothing listens there)."""
+    name = f"rel-tcp-{ctx.uid}"
+    DockerHost(base_url="tcp://127.0.0.1:9").save(name, overwrite=True)
+    return name
+
+
 BAD = "BAD"  # placeholder: a case's own value is in the lambda
 
 # id -> (flow, call, text the error must contain: what is valid)
@@ -186,6 +195,17 @@ CASES: dict[str, tuple[str, Callable[[Ctx], object], str]] = {
         "deploy-app",
         lambda c: _deploy(c, f"127.0.0.1:5000/x{c.uid}@sha256:abc"),
         "sha256:<64 hex digits>",
+    ),
+    # credentials and secrets go only where they belong (issue 15)
+    "deploy-plaintext-tcp-engine-with-secrets": (
+        "deploy-app",
+        lambda c: _deploy(c, f"127.0.0.1:5000/x{c.uid}@{DIGEST}", docker_host_block=_plaintext_tcp_engine(c)),
+        "without TLS",
+    ),
+    "release-builder-not-allowed-app-secrets": (
+        "release",
+        lambda c: c.release(builder_image=f"devops-flows/other-builder:{c.uid}"),
+        "allowed are",
     ),
     # release: ports and environment
     "release-port-out-of-range": (
