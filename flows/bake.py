@@ -23,6 +23,7 @@ from blocks import AWS_BLOCK
 from tasks.aws import find_baked_image, record_bake, resolve_source_ami
 from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
 from tasks.packer import BakePlan, BakeResult, plan_bake, run_bake
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tools import aws, packer
 from tools.process import default_logger
 
@@ -115,7 +116,7 @@ def _tags(plan: BakePlan, digest: str, commit: str) -> dict[str, str]:
     }
 
 
-@flow(name="bake-image", log_prints=True)
+@flow(name="bake-image", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
 def bake_image(spec: BakeSpec = BakeSpec(), aws_block: str = AWS_BLOCK) -> BakeResult:  # noqa: B008
     """Build (or reuse) the AMI of one host with Packer."""
     return bake(spec, aws_block)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from blocks import VAULT_BLOCK
 from tasks.ansible import publish_recap, run_playbook
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tools.ansible import PlaybookResult, PlaybookSpec
 from tools.ansible_inputs import (
     LIMIT_PATTERN,
@@ -77,7 +78,7 @@ class AnsibleTarget(BaseModel):
         return PlaybookSpec(**self.model_dump(), check=check, diff=diff)
 
 
-@flow(name="refresh-servers", log_prints=True)
+@flow(name="refresh-servers", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
 def refresh_servers(
     target: AnsibleTarget = AnsibleTarget(),  # noqa: B008 - a pydantic default renders in the UI form
     check: Annotated[bool, Field(description="Check mode: report what would change, change nothing")] = False,

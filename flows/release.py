@@ -44,11 +44,12 @@ from tasks.release import (
     run_build,
     unpack_package,
 )
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tools import sbt
 from tools.errors import AppDown, DeployFailed
 
 
-@flow(name="build-app", log_prints=False)
+@flow(name="build-app", log_prints=False, task_runner=StoppingThreadPoolTaskRunner())
 def build_app(params: BuildParams) -> BuildResult:
     """Build the sbt app in a builder container and unpack its universal zip in the work-tree."""
     workspace = params.check()

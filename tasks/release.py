@@ -179,9 +179,9 @@ class PortMapping(BaseModel):
     container_port: int = Field(title="Container port", description="Port inside the container (1-65535).")
     host_port: int = Field(title="Host port", description="Port on the Docker host (1-65535).")
     host_ip: str = Field(
-        default="0.0.0.0",
+        default="127.0.0.1",
         title="Host IP",
-        description="Address to bind on the host; 127.0.0.1 keeps it local.",
+        description="Address to bind on the host: 127.0.0.1 (default) keeps it local, 0.0.0.0 publishes it.",
     )
     protocol: Literal["tcp", "udp"] = Field(default="tcp", title="Protocol")
 

@@ -72,11 +72,20 @@ def tcp_engine(sandbox_env: dict[str, str]) -> Iterator[str]:
 
 
 def test_release_to_a_tcp_engine_needs_only_another_block(
-    app, builder_image, cache_volume, blocks, docker_client, sandbox_env, cleanup_images, tcp_engine  # noqa: F811
+    app,
+    builder_image,
+    cache_volume,
+    blocks,
+    docker_client,
+    sandbox_env,
+    cleanup_images,
+    tcp_engine,  # noqa: F811
 ):
     block = f"tcp-engine-{uuid.uuid4().hex[:8]}"
     # plaintext tcp:// must be allowed explicitly: the release sends registry credentials and app secrets
-    DockerHost(base_url=tcp_engine, client_kwargs={"devops_allow_plaintext": True}).save(block, overwrite=True)
+    DockerHost(base_url=tcp_engine, client_kwargs={"devops_allow_plaintext": True}).save(
+        block, overwrite=True
+    )
     name = f"hire-help-tcp-{uuid.uuid4().hex[:8]}"
     cleanup_images.append(f"{sandbox_env['DEVOPS_REGISTRY']}/devops-flows-e2e/{name}")
     port = free_port()

@@ -22,6 +22,30 @@ class Item:
 FAULTS = [
     Item(
         "fault",
+        "cancel of a tool that saves its work on SIGINT (Terraform's protocol): exactly one SIGINT, to the "
+        "tool alone, its graceful stop waited for; its plugins never signalled",
+        (
+            "tests/integration/test_stopping.py::test_one_sigint_to_the_tool_alone_then_it_finishes_its_graceful_stop",
+        ),
+    ),
+    Item(
+        "fault",
+        "a tool that ignores its SIGINT past the stop window: its whole process group (plugins) killed",
+        ("tests/integration/test_stopping.py::test_a_tool_that_ignores_its_sigint_loses_its_whole_group",),
+    ),
+    Item(
+        "fault",
+        "flow process SIGKILLed (worker host lost) while its tool writes: the tool finishes (no SIGPIPE)",
+        ("tests/integration/test_stopping.py::test_a_tool_outlives_its_sigkilled_flow_process",),
+    ),
+    Item(
+        "fault",
+        "Prefect cancel of a served run whose tool runs inline or in a submitted task: SIGINT first, "
+        "no process left",
+        ("tests/integration/test_process.py::test_prefect_cancel_of_a_served_flow_run_leaves_no_process",),
+    ),
+    Item(
+        "fault",
         "registry down during push: retried, then a clear error, nothing deployed",
         (
             "tests/e2e/test_release.py::test_registry_down_is_retried_then_fails_clearly",
@@ -299,6 +323,18 @@ SECRETS = [
         "secret",
         "webhook URL: a block secret, in no error, state message or log of a failed notification",
         ("tests/integration/test_notification_secret.py",),
+    ),
+    Item(
+        "secret",
+        "failure paths (registry auth error, failed build, failed apply): logs, state messages, errors and "
+        "every tool's environment hold no secret in any encoding",
+        (f"{REL}/test_secret_failure_paths.py",),
+    ),
+    Item(
+        "secret",
+        "each tool's environment is an allowlist: the flow process's Prefect API key and auth, database "
+        "URLs, registry password and tokens reach no tool",
+        ("tests/integration/test_tool_env.py",),
     ),
     Item(
         "secret",

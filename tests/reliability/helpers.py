@@ -60,6 +60,24 @@ def _tool_of(argv: list[str]) -> str | None:
     return None
 
 
+def tool_env_leaks(
+    tool_environs: dict[str, set[str]], tokens: dict[str, str], meant_for: dict[str, set[str]]
+) -> tuple[dict[str, str], list[str]]:
+    """Every sampled tool environment as a scanned place, and each secret found in the environment of a
+    tool it is not meant for (`meant_for`: secret name -> the tools that may hold it)."""
+    places: dict[str, str] = {}
+    found: list[str] = []
+    for tool, environs in sorted(tool_environs.items()):
+        for i, environ in enumerate(sorted(environs)):
+            places[f"environment of {tool} #{i}"] = environ
+            found += [
+                f"{what} in the environment of {tool}"
+                for what, token in tokens.items()
+                if token in environ and tool not in meant_for.get(what, set())
+            ]
+    return places, sorted(set(found))
+
+
 def descends_from(pid: int, ancestor: int) -> bool:
     seen = 0
     while pid > 1 and seen < 64:

@@ -35,8 +35,6 @@ APP_SRC = INFRA_DIR / "apps" / "hire-help"
 STACK = "scalac/internal-prod/xwiki"
 
 
-
-
 @pytest.fixture
 def app(workdir: Path) -> Path:
     path = workdir / "hire-help"

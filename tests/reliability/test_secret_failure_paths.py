@@ -26,7 +26,14 @@ from flows.apply import StackRequest, apply_stack
 from flows.release import build_app, publish_image
 from tasks.release import BuildParams, PublishParams
 from tasks.terraform import destroy_now
-from tests.reliability.helpers import PrivateRegistry, ProcSampler, logs_of, run_tree, task_run_states_of
+from tests.reliability.helpers import (
+    PrivateRegistry,
+    ProcSampler,
+    logs_of,
+    run_tree,
+    task_run_states_of,
+    tool_env_leaks,
+)
 from tests.reliability.test_secret_hygiene import FIGURES_DIR
 from tools.settings import INFRA_DIR
 
@@ -141,14 +148,9 @@ def test_no_secret_leaks_on_the_failure_paths(blocks, builder_image, sandbox_env
             for what, token in tokens.items()
             if any(form in text for form in _forms(token))
         ]
-        for tool, environs in sampler.tool_environs.items():
-            for i, environ in enumerate(environs):
-                places[f"environment of {tool} #{i}"] = environ
-                found += [
-                    f"{what} in the environment of {tool}"
-                    for what, token in tokens.items()
-                    if token in environ and tool not in MEANT_FOR.get(what, set())
-                ]
+        env_places, env_leaks = tool_env_leaks(sampler.tool_environs, tokens, MEANT_FOR)
+        places.update(env_places)
+        found += env_leaks
         _write_figures(len(places), len(sampler.argvs), sorted(set(found)))
         assert "terraform" in sampler.tool_environs, "no terraform environment was sampled"
         assert any(aws_tok in e for e in sampler.tool_environs["terraform"]), (

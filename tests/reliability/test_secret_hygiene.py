@@ -40,6 +40,7 @@ from tests.reliability.helpers import (
     logs_of,
     run_tree,
     task_run_states_of,
+    tool_env_leaks,
 )
 from tools import docker_engine as engine
 from tools.ansible import ANSIBLE_DIR, PDD_PREFIX
@@ -137,8 +138,15 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
     docker_client,
     sandbox_env,
     workdir: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started = time.time() - 1
+    # This test's own temporary directory (Ansible's private data dirs go there), so another xdist
+    # worker's Ansible run in the shared /tmp is not taken for a leftover of ours.
+    system_tmp = Path(tempfile.gettempdir())
+    private_tmp = workdir / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     uid = uuid.uuid4().hex[:8]
     reg_pw, reg_tok = _secret("registry")
     app_pw, app_tok = _secret("app")
@@ -255,7 +263,7 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
         places.update({f"error of {k}": v for k, v in errors.items()})
         for path in engine.docker_config_paths():
             places[f"docker config {path}"] = path.read_text() if path.exists() else ""
-        leftovers = [p for p in Path(tempfile.gettempdir()).glob(f"{PDD_PREFIX}*")]
+        leftovers = [p for p in private_tmp.glob(f"{PDD_PREFIX}*")]
         prefect_home = Path(os.environ["PREFECT_HOME"])
         skip = set(prefect_home.glob("*.db*"))  # the block store: where secrets are meant to live
         # The Docker engine's own storage holds each container's configuration, env included: the
@@ -267,13 +275,20 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
         )
         places.update(
             _files_since(
-                [Path(tempfile.gettempdir()), Path.home() / ".docker", workdir, *leftovers],
+                [system_tmp, Path.home() / ".docker", workdir, *leftovers],
                 started,
                 skip,
                 engine_roots,
             )
         )
         found = _scan(places, tokens)
+        # Each tool's environment holds only its own secrets: the AWS key reaches Terraform and Packer,
+        # nothing else reaches any tool (the vault password goes in a 0600 file, the rest through APIs).
+        env_places, env_leaks = tool_env_leaks(
+            sampler.tool_environs, tokens, {"aws secret key": {"terraform", "packer"}}
+        )
+        places.update(env_places)
+        found += env_leaks
         _write_figures(len(places), len(sampler.argvs), found, errors)
         assert errors == {}, errors
         assert sampler.samples > 10 and sampler.environ_reads > 0
