@@ -15,7 +15,6 @@ becomes `StateLocked` naming the holder, and outputs come from `output -json`, p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pwd
@@ -53,10 +52,12 @@ __all__ = [
     "Runner",
     "Workspace",
     "apply",
+    "apply_refresh_only",
     "backend_config",
     "command",
     "declared_variables",
     "destroy",
+    "error_blocks",
     "force_unlock",
     "init",
     "live_terraform_processes",
@@ -103,42 +104,71 @@ class ResourceChange(BaseModel):
 
 
 class PlanSummary(BaseModel):
-    """What `terraform plan` would do, from `terraform show -json`."""
+    """What `terraform plan` would do, from `terraform show -json`.
+
+    A change is a resource change, an output change, or drift: an object that changed outside Terraform
+    (`resource_drift`: AWS differs from the state), e.g. a launch template version created by an apply
+    whose state write was lost. A plan whose only changes are drift and outputs changes no
+    infrastructure; applying it (`refresh_only`) only saves the refreshed state."""
 
     stack: str
     has_changes: bool
     add: int = 0
     change: int = 0
     destroy: int = 0
+    drift: int = Field(0, description="Objects changed outside Terraform (noise such as null vs [] left out)")
     resources: list[ResourceChange] = Field(default_factory=list)
+    drifted: list[ResourceChange] = Field(default_factory=list, description="What changed outside Terraform")
     output_changes: dict[str, str] = Field(default_factory=dict)
     workspace: Workspace | None = Field(default=None, description="Where the saved plan is kept for apply")
 
+    @property
+    def refresh_only(self) -> bool:
+        """Changes, but none to a resource: applying only writes the refreshed state and outputs."""
+        return self.has_changes and not self.resources
+
     def resource(self, address: str) -> ResourceChange | None:
         return next((r for r in self.resources if r.address == address), None)
+
+    def counts(self) -> str:
+        text = f"{self.add} to add, {self.change} to change, {self.destroy} to destroy"
+        if self.drift:
+            text += f", {self.drift} changed outside Terraform"
+        if self.output_changes and not self.resources:
+            text += f", {len(self.output_changes)} output(s) to update"
+        return text if self.has_changes else "no changes"
 
     def markdown(self) -> str:
         lines = [
             f"# Terraform plan: `{self.stack}`",
             "",
-            f"**{self.add} to add, {self.change} to change, {self.destroy} to destroy**"
+            f"**{self.counts()}**"
             if self.has_changes
             else "**No changes.** The infrastructure matches the configuration.",
         ]
+        if self.refresh_only:
+            lines += ["", "No infrastructure changes: applying saves the refreshed state (`-refresh-only`)."]
+        if self.drifted:
+            lines += ["", "**Changed outside Terraform (drift):**", ""] + _table(self.drifted, "Change")
         if self.resources:
-            lines += ["", "| Resource | Action | Changed attributes |", "|---|---|---|"]
-            for res in self.resources:
-                attrs = "<br>".join(c.render() for c in res.changed[:15]) or "-"
-                if len(res.changed) > 15:
-                    attrs += f"<br>... {len(res.changed) - 15} more"
-                attrs = attrs.replace("|", "\\|")
-                lines.append(f"| `{res.address}` | {res.action} | {attrs} |")
+            lines += [""] + _table(self.resources, "Action")
         if self.output_changes:
             lines += [
                 "",
                 "Outputs: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(self.output_changes.items())),
             ]
         return "\n".join(lines)
+
+
+def _table(resources: list[ResourceChange], action: str) -> list[str]:
+    lines = [f"| Resource | {action} | Changed attributes |", "|---|---|---|"]
+    for res in resources:
+        attrs = "<br>".join(c.render() for c in res.changed[:15]) or "-"
+        if len(res.changed) > 15:
+            attrs += f"<br>... {len(res.changed) - 15} more"
+        attrs = attrs.replace("|", "\\|")
+        lines.append(f"| `{res.address}` | {res.action} | {attrs} |")
+    return lines
 
 
 class OutputValue(BaseModel):
@@ -439,18 +469,57 @@ def init(runner: Runner, backend: Mapping[str, str], lock_timeout: int = 30) -> 
     return runner(argv, "terraform init")
 
 
-def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False) -> bool:
-    """`plan -detailed-exitcode -out`; True when there are changes (exit code 2)."""
+def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False, lock: bool = True) -> bool:
+    """`plan -detailed-exitcode -out`; True when there are changes (exit code 2).
+
+    lock=False (`-lock=false`) plans without taking the state lock: for read-only checks (detect-drift)
+    that must never make an apply wait or fail; a plan never writes the state. A failed plan raises a
+    TerraformError whose message leads with Terraform's own `Error:` blocks."""
     argv = command(
         "plan",
         input=False,
         detailed_exitcode=IsFlagged,
         out=PLAN_FILE,
         var_file=VAR_FILE,
-        lock_timeout=f"{lock_timeout}s",
+        lock=None if lock else False,
+        lock_timeout=f"{lock_timeout}s" if lock else None,
         destroy=IsFlagged if destroy else None,
     )
-    return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
+    try:
+        return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
+    except TerraformError as exc:
+        if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+            raise
+        raise TerraformError(
+            "\n".join(errors) + f"\n({exc.message})",
+            argv=exc.argv,
+            exit_code=exc.exit_code,
+            tail=exc.tail,
+            hint=exc.hint,
+            transient=exc.transient,
+        ) from exc
+
+
+def error_blocks(tail: Iterable[str]) -> list[str]:
+    """Terraform's own diagnostics in an output tail: each `Error:` line and the lines after it up to the
+    next diagnostic (`Error:`/`Warning:`), trailing blank lines dropped; empty when there is none."""
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in tail:
+        text = line.lstrip("│╷╵ ").rstrip()
+        if text.startswith("Error:"):
+            current = [text]
+            blocks.append(current)
+        elif text.startswith("Warning:"):
+            current = None
+        elif current is not None:
+            current.append(text)
+    lines: list[str] = []
+    for block in blocks:
+        while block and not block[-1]:
+            block.pop()
+        lines += block
+    return lines
 
 
 def show_plan(runner: Runner) -> dict[str, Any]:
@@ -474,6 +543,21 @@ def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
     """Apply the saved plan only: no new plan, no approval prompt."""
     argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
     return runner(argv, "terraform apply")
+
+
+def apply_refresh_only(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
+    """`apply -refresh-only -auto-approve`: save the state refreshed from AWS (and outputs); changes no
+    infrastructure, so it needs no approval. For a plan whose only changes are drift or outputs (a saved
+    plan of pure drift is not applyable in Terraform 1.11)."""
+    argv = command(
+        "apply",
+        input=False,
+        refresh_only=IsFlagged,
+        auto_approve=IsFlagged,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    return runner(argv, "terraform apply -refresh-only")
 
 
 def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
@@ -513,78 +597,6 @@ def _json(result: ProcessResult, what: str) -> dict[str, Any]:
         ) from exc
 
 
-# --- converged: skip Terraform when nothing that decides the plan changed -----------------------
-
-CONVERGED_SUFFIX = ".converged.json"
-_NOT_CONFIG = (".terraform", "__pycache__")
-
-
-class StateHead(BaseModel):
-    """What a remote state says about itself: which history it is (lineage), how far along (serial)."""
-
-    lineage: str
-    serial: int
-    outputs: dict[str, OutputValue] = Field(default_factory=dict)
-
-
-class ConvergedRecord(BaseModel):
-    """Written next to the state after an apply (or an empty plan) with these inputs: the state it left."""
-
-    fingerprint: str
-    lineage: str
-    serial: int
-    recorded_at: str = ""
-    flow_run: str = ""
-
-
-def stack_fingerprint(
-    stack: str, variables: Mapping[str, str], context: Mapping[str, str], base: Path = TERRAFORM_DIR
-) -> str:
-    """sha256 of everything of ours that decides a plan: every file of the stacks tree (the stack, local
-    modules, var files), the variables and the backend/provider context (state key, region, endpoint)."""
-    digest = hashlib.sha256()
-    files = sorted(
-        p
-        for p in base.rglob("*")
-        if p.is_file()
-        and not any(part in _NOT_CONFIG for part in p.relative_to(base).parts)
-        and not p.name.endswith((".tfstate", ".tfstate.backup", ".tfplan", ".pyc"))
-    )
-    for path in files:
-        digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    inputs = {"stack": stack, "variables": dict(variables), "context": dict(context)}
-    digest.update(json.dumps(inputs, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def state_head(raw: bytes | str | None) -> StateHead | None:
-    """Lineage, serial and outputs of a Terraform state file (format 4), or None when it is not one."""
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-        head = StateHead.model_validate(
-            {"lineage": data["lineage"], "serial": data["serial"], "outputs": data.get("outputs") or {}}
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-    for out in head.outputs.values():
-        if out.sensitive and isinstance(out.value, str):
-            register_secret(out.value)
-    return head
-
-
-def is_converged(record: ConvergedRecord | None, fingerprint: str, head: StateHead | None) -> bool:
-    """True when `record` says these exact inputs were applied last and the state is still the one that
-    apply left (same lineage and serial: nobody wrote the state since)."""
-    return (
-        record is not None
-        and head is not None
-        and record.fingerprint == fingerprint
-        and (record.lineage, record.serial) == (head.lineage, head.serial)
-    )
-
-
 # --- parsing -----------------------------------------------------------------------------------
 
 
@@ -612,15 +624,51 @@ def summarize_plan(stack: str, show: Mapping[str, Any]) -> PlanSummary:
         for name, oc in (show.get("output_changes") or {}).items()
         if (oc.get("actions") or []) not in (["no-op"], [])
     }
+    drifted = [d for d in (_drift(rd) for rd in show.get("resource_drift") or []) if d is not None]
     return PlanSummary(
         stack=stack,
-        has_changes=bool(resources),
+        has_changes=bool(resources or output_changes or drifted),
         add=add,
         change=change,
         destroy=remove,
+        drift=len(drifted),
         resources=resources,
+        drifted=drifted,
         output_changes=output_changes,
     )
+
+
+def _drift(rd: Mapping[str, Any]) -> ResourceChange | None:
+    """A `resource_drift` entry as a ResourceChange, or None when it is noise: no value differs once
+    null, "", [] and {} count as the same (the provider reads back empty collections as null)."""
+    change = rd.get("change") or {}
+    actions = list(change.get("actions") or [])
+    if actions in (["no-op"], ["read"], []):
+        return None
+    if _meaningful(change.get("before")) == _meaningful(change.get("after")):
+        return None
+    meaningful = {
+        **change,
+        "before": _meaningful(change.get("before")) or {},
+        "after": _meaningful(change.get("after")) or {},
+    }
+    return ResourceChange(
+        address=rd.get("address", "?"),
+        type=rd.get("type", ""),
+        actions=actions,
+        changed=_changed_attributes(meaningful),
+    )
+
+
+def _meaningful(value: Any) -> Any:
+    """`value` with empty values (None, "", [], {}) removed from dicts and turned into None."""
+    if isinstance(value, dict):
+        kept = {k: v for k, v in ((k, _meaningful(v)) for k, v in value.items()) if v is not None}
+        return kept or None
+    if isinstance(value, list):
+        items = [_meaningful(v) for v in value]
+        return items if any(v is not None for v in items) else None
+    return None if value == "" else value
 
 
 def _changed_attributes(change: Mapping[str, Any]) -> list[AttributeChange]:
