@@ -55,7 +55,7 @@ class ConvergedRecord(BaseModel):
     fingerprint: str
     lineage: str
     serial: int
-    variables: dict[str, str] = Field(default_factory=dict, description="Variables of the last apply")
+    variables: dict[str, str] | None = Field(None, description="Variables of that apply (None: not kept)")
     recorded_at: str = ""
     flow_run: str = ""
 
