@@ -20,7 +20,7 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import NOTIFY_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
+from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
 from flows.refresh import AnsibleTarget
 from tasks.ansible import publish_recap, run_playbook
 from tasks.terraform import PlanSummary, plan_stack
@@ -131,12 +131,14 @@ def detect_drift(
     fail_on_drift: Annotated[bool, Field(description="Fail the run when drift is found")] = True,
     notify_block: Annotated[str | None, Field(description="Notification block for drift")] = NOTIFY_BLOCK,
     vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+    backend_block: Annotated[str, Field(description="Terraform backend block")] = TF_BACKEND_BLOCK,
+    aws_block: Annotated[str, Field(description="AwsCredentials block")] = AWS_BLOCK,
 ) -> DriftReport:
     """Plan every stack and check every server; report, notify and (optionally) fail on drift."""
     report = DriftReport()
     log = default_logger()
     for check in stacks:
-        last = last_apply(check.stack)
+        last = last_apply(check.stack, backend_block, aws_block)
         if not last.deployed:
             log.info("stack %s is not deployed (no state): nothing to compare", check.stack)
             report.not_deployed.append(check.stack)
@@ -147,7 +149,7 @@ def detect_drift(
         else:
             variables = dict(check.variables)
             log.info("planning %s with the configured variables (no record of its last apply's)", check.stack)
-        report.stacks.append(plan_stack(check.stack, variables, lock=False))
+        report.stacks.append(plan_stack(check.stack, variables, backend_block, aws_block, lock=False))
     if servers is not None:
         result = run_playbook(servers.spec(check=True, diff=True), vault_block=vault_block)
         publish_recap(result, key="drift-recap")
