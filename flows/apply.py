@@ -3,9 +3,15 @@
 Nothing to do, nothing run: after an apply (or an empty plan) the inputs' fingerprint (every file of the
 stacks tree, the variables, the backend) and the state's lineage and serial are written next to the state
 (`<key>.converged.json`). A later run with the same fingerprint whose state is still that one (and not
-locked) skips init/plan/show (~13 s of Terraform against moto) and returns the state's outputs. Changes made
-outside Terraform are not seen then; `detect-drift` plans every stack, and `skip_when_converged=False`
-forces a plan.
+locked) skips init/plan/show (~13 s of Terraform against moto) and returns the state's outputs, but only
+after AWS confirmed what the state says about the stack's launch templates (latest/default version, image)
+and auto scaling groups (launch template id/version): an apply whose state write was lost (AWS ahead of the
+state) is not "converged". Other changes made outside Terraform are `detect-drift`'s job;
+`skip_when_converged=False` forces a plan.
+
+Honest plans: drift (objects changed outside Terraform) and output changes count as changes. A plan with
+no resource change but drift or outputs is applied with `terraform apply -refresh-only` (reason
+`refreshed`): it saves the refreshed state, changes nothing in AWS, and so needs no approval.
 
 One apply per stack at a time: a strict Prefect concurrency limit `tf-stack-<slug>` (created here if
 missing) plus Terraform's own S3 lock with `-lock-timeout`.
@@ -34,14 +40,13 @@ from tasks.terraform import (
     ApplyResult,
     PlanSummary,
     apply_plan,
-    converged_outputs,
     discard_plan,
     ensure_stack_limit,
     plan_stack,
-    record_converged,
     release_stale_lock,
     stack_outputs,
 )
+from tasks.terraform_converged import converged_outputs, record_converged
 from tools import terraform as tf
 from tools.errors import InvalidInput
 from tools.process import default_logger
@@ -82,8 +87,8 @@ class StackRequest(BaseModel):
 class ApplyOutcome(BaseModel):
     stack: str
     plan: PlanSummary
-    applied: bool
-    reason: str
+    applied: bool = Field(description="The infrastructure was changed (a refresh-only apply is not)")
+    reason: str = Field(description="applied, refreshed, converged, no changes, rejected, approval timed out")
     result: ApplyResult | None = Field(
         None, description="Outputs after the apply, or the state's outputs when there was nothing to apply"
     )
@@ -133,6 +138,11 @@ def apply(
             record_converged(stack, request.variables, backend_block, aws_block)
             log.info("no changes: nothing to apply")
             return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="no changes", result=current)
+        if summary.refresh_only:  # AWS ahead of the state, or outputs: save the state, change nothing
+            result = apply_plan(summary, backend_block, aws_block)
+            record_converged(stack, request.variables, backend_block, aws_block)
+            log.info("refreshed: %s; the state now matches AWS (no infrastructure changed)", summary.counts())
+            return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="refreshed", result=result)
         if request.approval is Approval.required:
             try:
                 answer = pause_flow_run(

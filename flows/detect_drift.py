@@ -1,7 +1,11 @@
 """detect-drift: a scheduled check that the servers and the cloud still match their code.
 
-For each configured Terraform stack a plan (never applied), and the refresh playbook in check mode with
-diff: any planned change, any host task that would change, is drift. The drift report is a markdown
+For each configured Terraform stack a plan (never applied) with the variables of its LAST APPLY (kept by
+apply-stack in the converged record next to the state), so a rollout's ami_id is not reported as drift; a
+stack with no state is reported as "not deployed", not as a failure. The plans run with `-lock=false`:
+drift detection must never make an apply fail or wait, and a plan takes no write (it never saves the
+state). And the refresh playbook in check mode with diff. Any planned change (resources, outputs, or
+objects changed outside Terraform), any host task that would change, is drift. The drift report is a markdown
 artifact naming each drifted stack and host and what would change; a notification goes to the webhook
 block; the run fails when drift was found (or completes, with `fail_on_drift=False`), so it shows.
 """
@@ -16,10 +20,11 @@ from prefect.blocks.core import Block
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import NOTIFY_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
+from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
 from flows.refresh import AnsibleTarget
 from tasks.ansible import publish_recap, run_playbook
 from tasks.terraform import PlanSummary, plan_stack
+from tasks.terraform_converged import last_apply
 from tools.ansible import PlaybookResult
 from tools.process import default_logger
 from tools.redact import redact
@@ -28,10 +33,14 @@ __all__ = ["DriftFound", "DriftReport", "StackCheck", "detect_drift"]
 
 
 class StackCheck(BaseModel):
-    """A Terraform stack to plan (under infra/terraform) and its variables (non-secret)."""
+    """A Terraform stack to plan (under infra/terraform). It is planned with the variables of its last
+    apply-stack run; `variables` only when no record of that apply has them (applied some other way)."""
 
     stack: str = Field(description="Stack directory under infra/terraform, e.g. 'xwiki'.")
-    variables: dict[str, str] = Field(default_factory=dict, description="Terraform variables for the plan.")
+    variables: dict[str, str] = Field(
+        default_factory=dict,
+        description="Terraform variables for the plan when the last apply's are unknown (non-secret).",
+    )
 
 
 class HostDrift(BaseModel):
@@ -43,6 +52,7 @@ class DriftReport(BaseModel):
     """What drifted: stacks with planned changes, hosts whose configuration would change."""
 
     stacks: list[PlanSummary] = Field(default_factory=list)
+    not_deployed: list[str] = Field(default_factory=list, description="Stacks with no state (never applied)")
     servers: PlaybookResult | None = None
 
     @property
@@ -76,6 +86,9 @@ class DriftReport(BaseModel):
 
     def markdown(self) -> str:
         lines = ["# Drift report", "", f"**{self.summary()}**", ""]
+        lines += [f"Stack `{s}`: not deployed (no state), nothing to compare." for s in self.not_deployed]
+        if self.not_deployed:
+            lines.append("")
         for plan in self.stacks:
             lines += [plan.markdown(), ""]
         if self.servers is not None:
@@ -129,11 +142,25 @@ def detect_drift(
     fail_on_drift: Annotated[bool, Field(description="Fail the run when drift is found")] = True,
     notify_block: Annotated[str | None, Field(description="Notification block for drift")] = NOTIFY_BLOCK,
     vault_block: Annotated[str, Field(description="Secret block with the vault password")] = VAULT_BLOCK,
+    backend_block: Annotated[str, Field(description="Terraform backend block")] = TF_BACKEND_BLOCK,
+    aws_block: Annotated[str, Field(description="AwsCredentials block")] = AWS_BLOCK,
 ) -> DriftReport:
     """Plan every stack and check every server; report, notify and (optionally) fail on drift."""
     report = DriftReport()
+    log = default_logger()
     for check in stacks:
-        report.stacks.append(plan_stack(check.stack, dict(check.variables)))
+        last = last_apply(check.stack, backend_block, aws_block)
+        if not last.deployed:
+            log.info("stack %s is not deployed (no state): nothing to compare", check.stack)
+            report.not_deployed.append(check.stack)
+            continue
+        if last.record is not None and last.record.variables is not None:
+            variables = dict(last.record.variables)
+            log.info("planning %s with its last apply's variables %s", check.stack, sorted(variables))
+        else:
+            variables = dict(check.variables)
+            log.info("planning %s with the configured variables (no record of its last apply's)", check.stack)
+        report.stacks.append(plan_stack(check.stack, variables, backend_block, aws_block, lock=False))
     if servers is not None:
         result = run_playbook(servers.spec(check=True, diff=True), vault_block=vault_block)
         publish_recap(result, key="drift-recap")

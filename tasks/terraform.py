@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
 from blocks.environment import aws_environment
 from tools import aws as aws_tool
 from tools import terraform as tf
-from tools.errors import AwsError, ProcessCancelled, StateLocked, TerraformError, retry_if_transient
+from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
-from tools.terraform import ConvergedRecord, LockInfo, OutputValue, PlanSummary, Workspace
+from tools.terraform import LockInfo, OutputValue, PlanSummary, Workspace
 
 # Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
 # reclaimed by the server within ~75 s (60 s is the server's minimum lease).
@@ -34,12 +33,10 @@ __all__ = [
     "ApplyResult",
     "PlanSummary",
     "apply_plan",
-    "converged_outputs",
     "destroy_stack",
     "discard_plan",
     "ensure_stack_limit",
     "plan_stack",
-    "record_converged",
     "release_stale_lock",
     "stack_limit_name",
     "stack_outputs",
@@ -95,75 +92,6 @@ def _state_bucket(backend_block: str, aws_block: str, stack: str) -> tuple[Any, 
     return s3, backend, state_key(backend, stack)
 
 
-def _fingerprint(stack: str, variables: Mapping[str, str], backend: TerraformBackend, aws_block: str) -> str:
-    aws = AwsCredentials.load(aws_block)
-    context = {
-        "bucket": backend.bucket,
-        "state_key": state_key(backend, stack),
-        "region": aws.region_name or backend.region,
-        "aws_endpoint": aws.aws_client_parameters.endpoint_url or "",
-    }
-    return tf.stack_fingerprint(stack, variables, context)
-
-
-@task(name="terraform-converged", cache_policy=NO_CACHE, task_run_name="converged? {stack}")
-def converged_outputs(
-    stack: str,
-    variables: dict[str, str] | None = None,
-    backend_block: str = TF_BACKEND_BLOCK,
-    aws_block: str = AWS_BLOCK,
-) -> ApplyResult | None:
-    """The state's outputs when Terraform has nothing to do: these exact inputs (stack files, variables,
-    backend) were applied last, no lock is held, and the state is the one that apply left. None otherwise,
-    and the caller plans as usual. Changes made outside Terraform are not seen here: detect-drift plans."""
-    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
-    try:
-        if aws_tool.read_object(s3, backend.bucket, f"{key}.tflock") is not None:
-            return None
-        raw_record = aws_tool.read_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX)
-        if raw_record is None:
-            return None
-        record = ConvergedRecord.model_validate_json(raw_record)
-        head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
-    except (AwsError, ValueError) as exc:  # a plan decides then (and reports an unreachable backend)
-        default_logger().warning("converged check of %s skipped: %s", stack, exc)
-        return None
-    fingerprint = _fingerprint(stack, variables or {}, backend, aws_block)
-    if head is None or not tf.is_converged(record, fingerprint, head):
-        return None
-    return ApplyResult(stack=stack, outputs=head.outputs)
-
-
-@task(name="terraform-record-converged", cache_policy=NO_CACHE, task_run_name="record converged {stack}")
-def record_converged(
-    stack: str,
-    variables: dict[str, str] | None = None,
-    backend_block: str = TF_BACKEND_BLOCK,
-    aws_block: str = AWS_BLOCK,
-) -> ConvergedRecord | None:
-    """After an apply or an empty plan with these inputs: note the state it left (lineage, serial)."""
-    from prefect.runtime import flow_run
-
-    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
-    try:
-        head = tf.state_head(aws_tool.read_object(s3, backend.bucket, key))
-        if head is None:
-            return None
-        record = ConvergedRecord(
-            fingerprint=_fingerprint(stack, variables or {}, backend, aws_block),
-            lineage=head.lineage,
-            serial=head.serial,
-            recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            flow_run=str(flow_run.id or ""),
-        )
-        body = record.model_dump_json().encode()
-        aws_tool.write_object(s3, backend.bucket, key + tf.CONVERGED_SUFFIX, body)
-    except AwsError as exc:  # the apply is done; without a record the next run plans
-        default_logger().warning("could not record %s as converged: %s", stack, exc)
-        return None
-    return record
-
-
 def plan_now(
     stack: str,
     variables: Mapping[str, str] | None = None,
@@ -171,8 +99,10 @@ def plan_now(
     aws_block: str = AWS_BLOCK,
     keep_plan: bool = False,
     destroy: bool = False,
+    lock: bool = True,
 ) -> PlanSummary:
-    """init + plan + show in a private workspace (the body of `plan_stack`, callable outside a task)."""
+    """init + plan + show in a private workspace (the body of `plan_stack`, callable outside a task).
+    lock=False plans without the state lock (read-only checks; see `tf.plan`)."""
     backend = TerraformBackend.load(backend_block)
     stack_dir = tf.resolve_stack(stack)
     stack = stack_dir.relative_to(tf.TERRAFORM_DIR).as_posix()
@@ -181,7 +111,7 @@ def plan_now(
         runner, backend = _runner(workspace, backend_block, aws_block)
         config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
         tf.init(runner, config, backend.lock_timeout_seconds)
-        tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy)
+        tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=lock)
         summary = tf.summarize_plan(stack, tf.show_plan(runner))
     except BaseException:
         tf.remove_workspace(workspace)
@@ -190,13 +120,7 @@ def plan_now(
         summary.workspace = workspace
     else:
         tf.remove_workspace(workspace)
-    default_logger().info(
-        "plan %s: %s",
-        stack,
-        f"{summary.add} to add, {summary.change} to change, {summary.destroy} to destroy"
-        if summary.has_changes
-        else "no changes",
-    )
+    default_logger().info("plan %s: %s", stack, summary.counts())
     return summary
 
 
@@ -214,13 +138,15 @@ def plan_stack(
     backend_block: str = TF_BACKEND_BLOCK,
     aws_block: str = AWS_BLOCK,
     keep_plan: bool = False,
+    lock: bool = True,
 ) -> PlanSummary:
     """`terraform init` + `plan` of a stack under infra/terraform; never applies.
 
     With keep_plan=True the workspace holding the saved plan is kept for `apply_plan` (its location is in
     `summary.workdir`); otherwise it is deleted. Plans are read-only, so transient errors are retried.
+    lock=False: `-lock=false`, for checks that must never make an apply wait or fail (detect-drift).
     """
-    return plan_now(stack, variables, backend_block, aws_block, keep_plan=keep_plan)
+    return plan_now(stack, variables, backend_block, aws_block, keep_plan=keep_plan, lock=lock)
 
 
 class RestoreSpec(BaseModel):
@@ -270,7 +196,7 @@ def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None
 
     def _do() -> ApplyResult | None:
         summary = plan_now(spec.stack, spec.variables, spec.backend_block, spec.aws_block, keep_plan=True)
-        if not summary.has_changes:
+        if not summary.resources:  # drift or outputs at most: the infrastructure has the previous values
             discard_plan.fn(summary)
             log.warning("rollback: %s already has the previous values", spec.stack)
             return None
@@ -309,6 +235,8 @@ def apply_plan(
     restore: dict[str, str] | None = None,
 ) -> ApplyResult:
     """Apply exactly the saved plan of `summary` (never a fresh plan; never retried), then read outputs.
+    A plan that changes no resource (`summary.refresh_only`: drift, outputs) is applied with
+    `apply -refresh-only`: it saves the refreshed state and changes nothing in AWS.
 
     `restore` (variable -> `resource_address.attribute`, e.g. `{"ami_id":
     "aws_launch_template.xwiki-lt.image_id"}`) arms a rollback: if a later task of the enclosing Prefect
@@ -323,7 +251,10 @@ def apply_plan(
     try:
         runner, backend = _runner(workspace, backend_block, aws_block)
         try:
-            tf.apply(runner, backend.lock_timeout_seconds)
+            if summary.refresh_only:
+                tf.apply_refresh_only(runner, backend.lock_timeout_seconds)
+            else:
+                tf.apply(runner, backend.lock_timeout_seconds)
         except TerraformError as exc:
             if spec is not None and not isinstance(exc, (StateLocked, ProcessCancelled)):
                 default_logger().error(

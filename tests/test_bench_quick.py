@@ -31,8 +31,14 @@ def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:  # noqa: AN
     assert proc.returncode == 0, text[-5000:]
     assert "| Comparison | Figure | n | median | min | max |" in proc.stdout
     assert "| Comparison | Ratio (of medians) | value | target | result |" in proc.stdout
-    for comparison in ("1 full AMI rollout", "2 no-change rollout", "3 fan-out bakes", "4 refresh-servers",
-                       "5 release", "6 serve memory"):
+    for comparison in (
+        "1 full AMI rollout",
+        "2 no-change rollout",
+        "3 fan-out bakes",
+        "4 refresh-servers",
+        "5 release",
+        "6 serve memory",
+    ):
         assert f"| {comparison} |" in proc.stdout, comparison
     assert "CPU:" in proc.stdout and "Terraform v" in proc.stdout
     assert "Prefect server database: postgres" in proc.stdout

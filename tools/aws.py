@@ -18,10 +18,14 @@ T = TypeVar("T")
 
 __all__ = [
     "AmiInfo",
+    "AutoScalingGroupFacts",
+    "LaunchTemplateFacts",
+    "auto_scaling_group_facts",
     "LaunchTemplateState",
     "call",
     "deregister",
     "find_by_hash",
+    "launch_template_facts",
     "launch_template_state",
     "project_images",
     "read_object",
@@ -68,6 +72,23 @@ class LaunchTemplateState(BaseModel):
     asg_name: str | None = None
     asg_launch_template_id: str | None = None
     asg_version: str | None = None
+
+
+class LaunchTemplateFacts(BaseModel):
+    """A launch template's versions and the image of its latest version (None: unknown or not set)."""
+
+    launch_template_id: str
+    latest_version: int | None = None
+    default_version: int | None = None
+    latest_image_id: str | None = None
+
+
+class AutoScalingGroupFacts(BaseModel):
+    """Which launch template (id, version) an auto scaling group launches from."""
+
+    name: str
+    launch_template_id: str | None = None
+    launch_template_version: str | None = None
 
 
 def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
@@ -194,3 +215,56 @@ def read_object(s3: Any, bucket: str, key: str) -> bytes | None:
 
 def write_object(s3: Any, bucket: str, key: str, body: bytes) -> None:
     call(f"put_object s3://{bucket}/{key}", s3.put_object, Bucket=bucket, Key=key, Body=body)
+
+
+def launch_template_facts(ec2: Any, launch_template_ids: Iterable[str]) -> list[LaunchTemplateFacts]:
+    """Latest/default version and latest version's image of each launch template that exists (one that
+    does not is left out)."""
+    found = []
+    for lt_id in launch_template_ids:
+        try:
+            [lt] = call(
+                "describe_launch_templates", ec2.describe_launch_templates, LaunchTemplateIds=[lt_id]
+            )["LaunchTemplates"] or [None]
+        except AwsError as exc:
+            if "NotFound" in exc.message or "does not exist" in exc.message:
+                continue
+            raise
+        if lt is None:
+            continue
+        latest = int(lt["LatestVersionNumber"])
+        versions = call(
+            "describe_launch_template_versions",
+            ec2.describe_launch_template_versions,
+            LaunchTemplateId=lt_id,
+            Versions=[str(latest)],
+        )["LaunchTemplateVersions"]
+        found.append(
+            LaunchTemplateFacts(
+                launch_template_id=lt_id,
+                latest_version=latest,
+                default_version=int(lt["DefaultVersionNumber"]),
+                latest_image_id=(versions[0]["LaunchTemplateData"].get("ImageId") if versions else None),
+            )
+        )
+    return found
+
+
+def auto_scaling_group_facts(autoscaling: Any, names: Iterable[str]) -> list[AutoScalingGroupFacts]:
+    """The launch template (id, version) of each named auto scaling group that exists."""
+    names = list(names)
+    if not names:
+        return []
+    groups = call(
+        "describe_auto_scaling_groups",
+        autoscaling.describe_auto_scaling_groups,
+        AutoScalingGroupNames=names,
+    )["AutoScalingGroups"]
+    return [
+        AutoScalingGroupFacts(
+            name=g["AutoScalingGroupName"],
+            launch_template_id=(g.get("LaunchTemplate") or {}).get("LaunchTemplateId"),
+            launch_template_version=(g.get("LaunchTemplate") or {}).get("Version"),
+        )
+        for g in groups
+    ]

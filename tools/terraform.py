@@ -15,7 +15,6 @@ becomes `StateLocked` naming the holder, and outputs come from `output -json`, p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pwd
@@ -36,6 +35,14 @@ from tools.process import BASE_ENV, ProcessResult, run, which
 from tools.redact import register_secret
 from tools.settings import INFRA_DIR
 from tools.stopping import StopPolicy, interrupt_once
+from tools.terraform_plan import (
+    AttributeChange,
+    PlanSummary,
+    ResourceChange,
+    Workspace,
+    error_blocks,
+    summarize_plan,
+)
 
 TERRAFORM_DIR = INFRA_DIR / "terraform"
 PLAN_FILE = "devops.tfplan"
@@ -55,10 +62,12 @@ __all__ = [
     "Runner",
     "Workspace",
     "apply",
+    "apply_refresh_only",
     "backend_config",
     "command",
     "declared_variables",
     "destroy",
+    "error_blocks",
     "force_unlock",
     "init",
     "live_terraform_processes",
@@ -80,69 +89,6 @@ __all__ = [
 # --- models ------------------------------------------------------------------------------------
 
 
-class AttributeChange(BaseModel):
-    name: str
-    old: Any = None
-    new: Any = None
-    known_after_apply: bool = False
-
-    def render(self) -> str:
-        new = "(known after apply)" if self.known_after_apply else _short(self.new)
-        return f"`{self.name}`: {_short(self.old)} -> {new}"
-
-
-class ResourceChange(BaseModel):
-    address: str
-    type: str = ""
-    actions: list[str] = Field(description="Terraform actions: create, update, delete, or delete+create")
-    changed: list[AttributeChange] = Field(default_factory=list)
-
-    @property
-    def action(self) -> str:
-        if self.actions in (["delete", "create"], ["create", "delete"]):
-            return "replace"
-        return "+".join(self.actions)
-
-
-class PlanSummary(BaseModel):
-    """What `terraform plan` would do, from `terraform show -json`."""
-
-    stack: str
-    has_changes: bool
-    add: int = 0
-    change: int = 0
-    destroy: int = 0
-    resources: list[ResourceChange] = Field(default_factory=list)
-    output_changes: dict[str, str] = Field(default_factory=dict)
-    workspace: Workspace | None = Field(default=None, description="Where the saved plan is kept for apply")
-
-    def resource(self, address: str) -> ResourceChange | None:
-        return next((r for r in self.resources if r.address == address), None)
-
-    def markdown(self) -> str:
-        lines = [
-            f"# Terraform plan: `{self.stack}`",
-            "",
-            f"**{self.add} to add, {self.change} to change, {self.destroy} to destroy**"
-            if self.has_changes
-            else "**No changes.** The infrastructure matches the configuration.",
-        ]
-        if self.resources:
-            lines += ["", "| Resource | Action | Changed attributes |", "|---|---|---|"]
-            for res in self.resources:
-                attrs = "<br>".join(c.render() for c in res.changed[:15]) or "-"
-                if len(res.changed) > 15:
-                    attrs += f"<br>... {len(res.changed) - 15} more"
-                attrs = attrs.replace("|", "\\|")
-                lines.append(f"| `{res.address}` | {res.action} | {attrs} |")
-        if self.output_changes:
-            lines += [
-                "",
-                "Outputs: " + ", ".join(f"`{k}` ({v})" for k, v in sorted(self.output_changes.items())),
-            ]
-        return "\n".join(lines)
-
-
 class OutputValue(BaseModel):
     value: Any = None
     type: Any = None
@@ -160,18 +106,6 @@ class LockInfo(BaseModel):
     def describe(self) -> str:
         who, op, since = self.who or "?", self.operation or "?", self.created or "?"
         return f"lock {self.id or '?'} held by {who} ({op} since {since})"
-
-
-class Workspace(BaseModel):
-    """A private copy of infra/terraform where one stack is initialised, planned and applied."""
-
-    stack: str
-    root: str
-    path: str
-    state_key: str
-
-
-PlanSummary.model_rebuild()
 
 
 # --- stacks and workspaces ---------------------------------------------------------------------
@@ -468,18 +402,35 @@ def init(runner: Runner, backend: Mapping[str, str], lock_timeout: int = 30) -> 
     return runner(argv, "terraform init")
 
 
-def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False) -> bool:
-    """`plan -detailed-exitcode -out`; True when there are changes (exit code 2)."""
+def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False, lock: bool = True) -> bool:
+    """`plan -detailed-exitcode -out`; True when there are changes (exit code 2).
+
+    lock=False (`-lock=false`) plans without taking the state lock: for read-only checks (detect-drift)
+    that must never make an apply wait or fail; a plan never writes the state. A failed plan raises a
+    TerraformError whose message leads with Terraform's own `Error:` blocks."""
     argv = command(
         "plan",
         input=False,
         detailed_exitcode=IsFlagged,
         out=PLAN_FILE,
         var_file=VAR_FILE,
-        lock_timeout=f"{lock_timeout}s",
+        lock=None if lock else False,
+        lock_timeout=f"{lock_timeout}s" if lock else None,
         destroy=IsFlagged if destroy else None,
     )
-    return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
+    try:
+        return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
+    except TerraformError as exc:
+        if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+            raise
+        raise TerraformError(
+            "\n".join(errors) + f"\n({exc.message})",
+            argv=exc.argv,
+            exit_code=exc.exit_code,
+            tail=exc.tail,
+            hint=exc.hint,
+            transient=exc.transient,
+        ) from exc
 
 
 def show_plan(runner: Runner) -> dict[str, Any]:
@@ -503,6 +454,21 @@ def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
     """Apply the saved plan only: no new plan, no approval prompt."""
     argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
     return runner(argv, "terraform apply", writes=True)
+
+
+def apply_refresh_only(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
+    """`apply -refresh-only -auto-approve`: save the state refreshed from AWS (and outputs); changes no
+    infrastructure, so it needs no approval. For a plan whose only changes are drift or outputs (a saved
+    plan of pure drift is not applyable in Terraform 1.11)."""
+    argv = command(
+        "apply",
+        input=False,
+        refresh_only=IsFlagged,
+        auto_approve=IsFlagged,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    return runner(argv, "terraform apply -refresh-only")
 
 
 def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
@@ -540,145 +506,3 @@ def _json(result: ProcessResult, what: str) -> dict[str, Any]:
         raise ToolError(
             f"{what} printed no JSON: {exc}", argv=result.argv, tail=result.stdout.splitlines()[-40:]
         ) from exc
-
-
-# --- converged: skip Terraform when nothing that decides the plan changed -----------------------
-
-CONVERGED_SUFFIX = ".converged.json"
-_NOT_CONFIG = (".terraform", "__pycache__")
-
-
-class StateHead(BaseModel):
-    """What a remote state says about itself: which history it is (lineage), how far along (serial)."""
-
-    lineage: str
-    serial: int
-    outputs: dict[str, OutputValue] = Field(default_factory=dict)
-
-
-class ConvergedRecord(BaseModel):
-    """Written next to the state after an apply (or an empty plan) with these inputs: the state it left."""
-
-    fingerprint: str
-    lineage: str
-    serial: int
-    recorded_at: str = ""
-    flow_run: str = ""
-
-
-def stack_fingerprint(
-    stack: str, variables: Mapping[str, str], context: Mapping[str, str], base: Path = TERRAFORM_DIR
-) -> str:
-    """sha256 of everything of ours that decides a plan: every file of the stacks tree (the stack, local
-    modules, var files), the variables and the backend/provider context (state key, region, endpoint)."""
-    digest = hashlib.sha256()
-    files = sorted(
-        p
-        for p in base.rglob("*")
-        if p.is_file()
-        and not any(part in _NOT_CONFIG for part in p.relative_to(base).parts)
-        and not p.name.endswith((".tfstate", ".tfstate.backup", ".tfplan", ".pyc"))
-    )
-    for path in files:
-        digest.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    inputs = {"stack": stack, "variables": dict(variables), "context": dict(context)}
-    digest.update(json.dumps(inputs, sort_keys=True).encode())
-    return digest.hexdigest()
-
-
-def state_head(raw: bytes | str | None) -> StateHead | None:
-    """Lineage, serial and outputs of a Terraform state file (format 4), or None when it is not one."""
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-        head = StateHead.model_validate(
-            {"lineage": data["lineage"], "serial": data["serial"], "outputs": data.get("outputs") or {}}
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-    for out in head.outputs.values():
-        if out.sensitive and isinstance(out.value, str):
-            register_secret(out.value)
-    return head
-
-
-def is_converged(record: ConvergedRecord | None, fingerprint: str, head: StateHead | None) -> bool:
-    """True when `record` says these exact inputs were applied last and the state is still the one that
-    apply left (same lineage and serial: nobody wrote the state since)."""
-    return (
-        record is not None
-        and head is not None
-        and record.fingerprint == fingerprint
-        and (record.lineage, record.serial) == (head.lineage, head.serial)
-    )
-
-
-# --- parsing -----------------------------------------------------------------------------------
-
-
-def summarize_plan(stack: str, show: Mapping[str, Any]) -> PlanSummary:
-    """A PlanSummary from `terraform show -json PLAN` (format 1.x)."""
-    resources: list[ResourceChange] = []
-    add = change = remove = 0
-    for rc in show.get("resource_changes") or []:
-        actions = list((rc.get("change") or {}).get("actions") or [])
-        if actions in (["no-op"], ["read"]) or not actions:
-            continue
-        add += "create" in actions
-        change += actions == ["update"]
-        remove += "delete" in actions
-        resources.append(
-            ResourceChange(
-                address=rc.get("address", "?"),
-                type=rc.get("type", ""),
-                actions=actions,
-                changed=_changed_attributes(rc.get("change") or {}),
-            )
-        )
-    output_changes = {
-        name: "+".join(oc.get("actions") or [])
-        for name, oc in (show.get("output_changes") or {}).items()
-        if (oc.get("actions") or []) not in (["no-op"], [])
-    }
-    return PlanSummary(
-        stack=stack,
-        has_changes=bool(resources),
-        add=add,
-        change=change,
-        destroy=remove,
-        resources=resources,
-        output_changes=output_changes,
-    )
-
-
-def _changed_attributes(change: Mapping[str, Any]) -> list[AttributeChange]:
-    before = change.get("before") or {}
-    after = change.get("after") or {}
-    unknown = change.get("after_unknown") or {}
-    sensitive = {**_truthy(change.get("before_sensitive")), **_truthy(change.get("after_sensitive"))}
-    if not isinstance(before, dict) or not isinstance(after, dict):
-        return []
-    changes = []
-    for name in sorted(set(before) | set(after) | set(unknown if isinstance(unknown, dict) else {})):
-        is_unknown = isinstance(unknown, dict) and unknown.get(name) is True
-        old, new = before.get(name), after.get(name)
-        if old == new and not is_unknown:
-            continue
-        if not change.get("before") and new in (None, [], {}, "") and not is_unknown:
-            continue  # a create: only show what is set
-        if name in sensitive:
-            old, new = "(sensitive)", "(sensitive)"
-        changes.append(AttributeChange(name=name, old=old, new=new, known_after_apply=is_unknown))
-    return changes
-
-
-def _truthy(value: Any) -> dict[str, bool]:
-    return {k: True for k, v in value.items() if v} if isinstance(value, dict) else {}
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    if value is None:
-        return "null"
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return f"`{text if len(text) <= limit else text[: limit - 3] + '...'}`"

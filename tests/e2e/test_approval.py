@@ -17,8 +17,6 @@ pytestmark = pytest.mark.e2e
 SMOKE = "sandbox/smoke"
 
 
-
-
 def _groups(ec2, name):
     return [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name]
 
@@ -46,8 +44,11 @@ def _paused_run(name: str, seconds: float = 240):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
         for run in runs:
             if ((run.parameters.get("request") or {}).get("variables") or {}).get("name") == name:
                 return run
@@ -66,8 +67,9 @@ def _form(run):
 def _approve(name: str, backend_block: str, answer: dict):
     from prefect.flow_runs import resume_flow_run
 
-    request = StackRequest(stack=SMOKE, variables={"name": name}, approval="required",
-                           approval_timeout_seconds=600)
+    request = StackRequest(
+        stack=SMOKE, variables={"name": name}, approval="required", approval_timeout_seconds=600
+    )
     run = _Run(request, backend_block)
     run.start()
     paused = _paused_run(name)
@@ -106,8 +108,9 @@ def test_approved_plan_is_applied(backend_block, ec2, sandbox_env):
 
 def test_no_answer_within_the_timeout_applies_nothing(backend_block, ec2):
     name = f"approval-timeout-{uuid.uuid4().hex[:8]}"
-    request = StackRequest(stack=SMOKE, variables={"name": name}, approval="required",
-                           approval_timeout_seconds=3)
+    request = StackRequest(
+        stack=SMOKE, variables={"name": name}, approval="required", approval_timeout_seconds=3
+    )
     state = apply_stack(request, backend_block, AWS_BLOCK, return_state=True)
     outcome = state.result()
     assert state.is_completed() and not outcome.applied and outcome.reason == "approval timed out"

@@ -19,8 +19,6 @@ pytestmark = pytest.mark.e2e
 STACK = "scalac/internal-prod/xwiki"
 
 
-
-
 def _lt_versions(ec2, lt_id):
     versions = ec2.describe_launch_template_versions(LaunchTemplateId=lt_id)["LaunchTemplateVersions"]
     return {v["VersionNumber"]: v["LaunchTemplateData"]["ImageId"] for v in versions}
@@ -100,10 +98,16 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
     ids = []
     for _ in range(3):
         inst = ec2.run_instances(ImageId="ami-785db401", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
-        ami = ec2.create_image(InstanceId=inst, Name=f"{host}-{uuid.uuid4().hex[:6]}",
-                               TagSpecifications=[{"ResourceType": "image", "Tags": [
-                                   {"Key": "project", "Value": "devops-flows"},
-                                   {"Key": "host", "Value": host}]}])
+        ami = ec2.create_image(
+            InstanceId=inst,
+            Name=f"{host}-{uuid.uuid4().hex[:6]}",
+            TagSpecifications=[
+                {
+                    "ResourceType": "image",
+                    "Tags": [{"Key": "project", "Value": "devops-flows"}, {"Key": "host", "Value": host}],
+                }
+            ],
+        )
         ec2.terminate_instances(InstanceIds=[inst])
         ids.append(ami["ImageId"])
         time.sleep(1.1)  # distinct CreationDate (second resolution) so "newest" is well defined
@@ -116,8 +120,12 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
     snapshots = [s for r in dry.rows if r.image_id == ids[1] for s in r.snapshots]
     real = prune_images(keep=1, dry_run=False, hosts=[host], aws_block=AWS_BLOCK)
     assert real.deregistered == [ids[1]]
-    left = [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=[
-        {"Name": "tag:host", "Values": [host]}])["Images"]]
+    left = [
+        i["ImageId"]
+        for i in ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:host", "Values": [host]}])[
+            "Images"
+        ]
+    ]
     assert sorted(left) == sorted([ids[0], ids[2]])
     ec2.delete_launch_template(LaunchTemplateId=lt["LaunchTemplate"]["LaunchTemplateId"])
     remaining = {s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"])["Snapshots"]}

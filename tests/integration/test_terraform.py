@@ -70,7 +70,7 @@ def test_apply_and_destroy_a_tiny_stack_with_s3_state(backend_block, sandbox_env
     backend = TerraformBackend.load(backend_block)
     key = f"{backend.key_prefix}{SMOKE}/terraform.tfstate"
     assert s3.head_object(Bucket=backend.bucket, Key=key)["ContentLength"] > 0
-    record = json.loads(s3.get_object(Bucket=backend.bucket, Key=key + tf.CONVERGED_SUFFIX)["Body"].read())
+    record = json.loads(s3.get_object(Bucket=backend.bucket, Key=key + ".converged.json")["Body"].read())
     assert record["serial"] >= 1 and len(record["fingerprint"]) == 64
 
     same = apply_stack(request, backend_block, AWS_BLOCK)  # same inputs, state untouched: no Terraform
