@@ -71,15 +71,15 @@ def tcp_engine(sandbox_env: dict[str, str]) -> Iterator[str]:
     server.close()
 
 
-def test_release_to_a_tcp_engine_needs_only_another_block(
-    app,
+def test_release_to_a_tcp_engine_needs_only_another_block(  # noqa: F811 - pytest fixtures by name
+    app,  # noqa: F811
     builder_image,
-    cache_volume,
+    cache_volume,  # noqa: F811
     blocks,
     docker_client,
     sandbox_env,
-    cleanup_images,
-    tcp_engine,  # noqa: F811
+    cleanup_images,  # noqa: F811
+    tcp_engine,
 ):
     block = f"tcp-engine-{uuid.uuid4().hex[:8]}"
     # plaintext tcp:// must be allowed explicitly: the release sends registry credentials and app secrets
