@@ -35,6 +35,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import (
     STACK_LEASE_SECONDS,
     ApplyResult,
@@ -167,7 +168,7 @@ def apply(
     return ApplyOutcome(stack=stack, plan=summary, applied=True, reason="applied", result=result)
 
 
-@flow(name="apply-stack", log_prints=True)
+@flow(name="apply-stack", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
 def apply_stack(
     request: StackRequest = StackRequest(),  # noqa: B008
     backend_block: str = TF_BACKEND_BLOCK,

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
 from flows.refresh import AnsibleTarget
 from tasks.ansible import publish_recap, run_playbook
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import PlanSummary, plan_stack
 from tasks.terraform_converged import last_apply
 from tools.ansible import PlaybookResult
@@ -135,7 +136,7 @@ def notify(block_ref: str, subject: str, body: str) -> bool:
     return True
 
 
-@flow(name="detect-drift", log_prints=True)
+@flow(name="detect-drift", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
 def detect_drift(
     stacks: Annotated[list[StackCheck], Field(description="Terraform stacks to plan")] = [],  # noqa: B006
     servers: Annotated[AnsibleTarget | None, Field(description="Playbook in check mode")] = AnsibleTarget(),  # noqa: B008
