@@ -300,6 +300,7 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
                 "bake": {"host": "xwiki", "environment": env_tag},
                 "stack": STACK,
                 "variables": {"name": flow_name},
+                "refresh": {"enabled": False},  # the original job replaces no instance either
             },
             "backend_block": TF_BACKEND_BLOCK,
         }
@@ -356,6 +357,7 @@ def profile_rollout(services: Services, out_dir: Path) -> list[Path]:
                 "bake": {"host": "xwiki", "environment": env_tag},
                 "stack": STACK,
                 "variables": {"name": name},
+                "refresh": {"enabled": False},
             },
             "backend_block": TF_BACKEND_BLOCK,
         }

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tools import sandbox_moto
 from tools.settings import REPO_ROOT, load_env
 
 BENCH_LABEL = "devops-flows.bench"
@@ -105,7 +106,6 @@ class Services:
         if not sandbox:
             raise SystemExit("bench: the sandbox is not up (scripts/sandbox up)")
         moto_port, prefect_port = free_port(), free_port()
-        moto = str(Path(sys.executable).with_name("moto_server"))
         self.env = {
             **sandbox,
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
@@ -123,7 +123,7 @@ class Services:
             "DEVOPS_ANSIBLE_ROOTS": str(self.home),
         }
         os.environ.update(self.env)  # this process talks to the same private services
-        p_moto = self.spawn([moto, "-H", "127.0.0.1", "-p", str(moto_port)], "moto")
+        p_moto = self.spawn(sandbox_moto.argv(moto_port), "moto")
         p_prefect = self.spawn(
             [
                 sys.executable,

@@ -4,7 +4,9 @@ For each configured Terraform stack a plan (never applied) with the variables of
 apply-stack in the converged record next to the state), so a rollout's ami_id is not reported as drift; a
 stack with no state is reported as "not deployed", not as a failure. The plans run with `-lock=false`:
 drift detection must never make an apply fail or wait, and a plan takes no write (it never saves the
-state). And the refresh playbook in check mode with diff. Any planned change (resources, outputs, or
+state). Instances that do not run the image of the launch template version their auto scaling group uses
+(a rollout whose instance refresh did not finish) are drift too. And the refresh playbook in check mode
+with diff. Any planned change (resources, outputs, or
 objects changed outside Terraform), any host task that would change, is drift. The drift report is a markdown
 artifact naming each drifted stack and host and what would change; a notification goes to the webhook
 block; the run fails when drift was found (or completes, with `fail_on_drift=False`), so it shows.
@@ -23,6 +25,7 @@ from pydantic import BaseModel, Field
 from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
 from flows.refresh import AnsibleTarget
 from tasks.ansible import publish_recap, run_playbook
+from tasks.instance_refresh import instances_behind
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import PlanSummary, plan_stack
 from tasks.terraform_converged import last_apply
@@ -54,6 +57,9 @@ class DriftReport(BaseModel):
 
     stacks: list[PlanSummary] = Field(default_factory=list)
     not_deployed: list[str] = Field(default_factory=list, description="Stacks with no state (never applied)")
+    instances_behind: list[str] = Field(
+        default_factory=list, description="Instances not on their group's launch template version"
+    )
     servers: PlaybookResult | None = None
 
     @property
@@ -73,7 +79,7 @@ class DriftReport(BaseModel):
 
     @property
     def has_drift(self) -> bool:
-        return bool(self.drifted_stacks or self.drifted_hosts)
+        return bool(self.drifted_stacks or self.drifted_hosts or self.instances_behind)
 
     def summary(self) -> str:
         if not self.has_drift:
@@ -83,6 +89,8 @@ class DriftReport(BaseModel):
             parts.append("stacks " + ", ".join(self.drifted_stacks))
         if self.drifted_hosts:
             parts.append("hosts " + ", ".join(h.host for h in self.drifted_hosts))
+        if self.instances_behind:
+            parts.append(f"{len(self.instances_behind)} instance(s) not on their launch template's image")
         return "Drift found in " + "; ".join(parts)
 
     def markdown(self) -> str:
@@ -92,6 +100,9 @@ class DriftReport(BaseModel):
             lines.append("")
         for plan in self.stacks:
             lines += [plan.markdown(), ""]
+        if self.instances_behind:
+            lines += ["# Instances behind their launch template", ""]
+            lines += [f"- {line}" for line in self.instances_behind] + [""]
         if self.servers is not None:
             lines += ["# Servers (Ansible check mode)", ""]
             if not self.servers.changes:
@@ -162,6 +173,7 @@ def detect_drift(
             variables = dict(check.variables)
             log.info("planning %s with the configured variables (no record of its last apply's)", check.stack)
         report.stacks.append(plan_stack(check.stack, variables, backend_block, aws_block, lock=False))
+        report.instances_behind += instances_behind(last.facts.auto_scaling_groups, aws_block)
     if servers is not None:
         result = run_playbook(servers.spec(check=True, diff=True), vault_block=vault_block)
         publish_recap(result, key="drift-recap")

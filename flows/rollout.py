@@ -1,4 +1,11 @@
-"""ami-rollout: the devops-packer-xwiki Jenkins job. bake-image -> apply-stack(ami_id) -> verify.
+"""ami-rollout: the devops-packer-xwiki Jenkins job. bake-image -> apply-stack(ami_id) -> verify ->
+refresh the instances.
+
+A new AMI is rolled out only when the servers run it: after the launch template moved, the auto scaling
+group's running instances are replaced in batches, each batch through a health gate
+(tasks/instance_refresh.py: AWS's instance refresh API, or plain terminate-and-wait batches where the
+endpoint lacks it). A failed gate fails the transaction: the launch template goes back to the previous
+AMI (below) and the instances already replaced are replaced again, onto the previous AMI.
 
 bake-image and apply-stack run as subflows (their own runs in the UI, with their own parameters).
 
@@ -26,6 +33,7 @@ from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
 from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack
 from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
+from tasks.instance_refresh import HealthGate, RefreshReport, RefreshSpec, refresh_instances
 from tasks.packer import BakeResult
 from tools import terraform as tf
 from tools.aws import LaunchTemplateState
@@ -43,12 +51,16 @@ class RolloutRequest(BaseModel):
         Approval.auto, description="auto or required (pause for approval before apply)"
     )
     approval_timeout_seconds: int = Field(3600, ge=1)
+    refresh: RefreshSpec = Field(
+        default_factory=RefreshSpec, description="Replace the running instances with the new AMI, in batches"
+    )
 
 
 class RolloutResult(BaseModel):
     bake: BakeResult
     apply: ApplyOutcome
     verified: LaunchTemplateState | None = None
+    instances: RefreshReport | None = Field(None, description="which instance runs which AMI, at the end")
     rolled_back_to: str | None = None
 
 
@@ -65,6 +77,7 @@ def _validate(request: RolloutRequest) -> None:
     if "ami_id" in request.variables:
         raise InvalidInput("variables must not set ami_id: the rollout sets it to the AMI it bakes")
     tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, "ami_id": ""})
+    request.refresh.health.check_inputs()
 
 
 @flow(name="ami-rollout", log_prints=True)
@@ -85,6 +98,7 @@ def ami_rollout(
         restore_on_rollback={"ami_id": f"{LAUNCH_TEMPLATE}.image_id"},
     )
     outcome: ApplyOutcome | None = None
+    instances: RefreshReport | None = None
     try:
         with transaction():
             outcome = apply_stack(stack_request, backend_block, aws_block)
@@ -99,11 +113,20 @@ def ami_rollout(
                 baked.ami_id,
                 aws_block,
             )
+            if request.refresh.enabled and verified.asg_name:
+                instances = refresh_instances(
+                    verified.asg_name,
+                    verified.launch_template_id,
+                    str(verified.latest_version),
+                    baked.ami_id,
+                    request.refresh,
+                    aws_block,
+                )
     except Exception as exc:
         previous = _previous_ami(outcome.plan) if outcome is not None and outcome.applied else None
         if previous is None:
             raise  # nothing we changed to undo (or the apply restored it itself, see its logs)
-        raise _rollout_failed(exc, outcome, baked, previous, aws_block) from exc
+        raise _rollout_failed(exc, outcome, baked, previous, aws_block, request.refresh) from exc
     previous = _previous_ami(outcome.plan)
     create_markdown_artifact(
         key="ami-rollout-provenance",
@@ -120,17 +143,27 @@ def ami_rollout(
                 f"| launch template | `{verified.launch_template_id}` version {verified.latest_version} |",
                 f"| auto scaling group | `{verified.asg_name}` ({verified.asg_version}) |",
                 f"| previous AMI | `{previous or '-'}` |",
+                *(
+                    f"| instance `{instance}` | `{image}` |"
+                    for instance, image in (instances.instances if instances else {}).items()
+                ),
             ]
         ),
         description="provenance of the rolled-out AMI",
     )
-    return RolloutResult(bake=baked, apply=outcome, verified=verified)
+    return RolloutResult(bake=baked, apply=outcome, verified=verified, instances=instances)
 
 
 def _rollout_failed(
-    exc: BaseException, outcome: ApplyOutcome, baked: BakeResult, previous: str, aws_block: str
+    exc: BaseException,
+    outcome: ApplyOutcome,
+    baked: BakeResult,
+    previous: str,
+    aws_block: str,
+    refresh: RefreshSpec,
 ) -> RolloutFailed:
-    """The error after a rolled-back rollout, saying what the launch template uses now (read from AWS)."""
+    """The error after a rolled-back rollout, saying what the launch template uses now (read from AWS);
+    instances already replaced with the new AMI are replaced again, onto the previous one."""
     cause = exc.message if isinstance(exc, ToolError) else str(exc)
     lt_id = outcome.result.value("launch_template_id") if outcome.result else None
     asg = outcome.result.value("autoscaling_group_name") if outcome.result else None
@@ -141,6 +174,18 @@ def _rollout_failed(
             state = aws_tasks.launch_template_now(lt_id, asg, aws_block)
             now = f"launch template {lt_id} version {state.latest_version} uses {state.latest_image_id}"
             restored = state.latest_image_id == previous
+            if restored and refresh.enabled and state.asg_name:
+                back = refresh_instances(
+                    state.asg_name,
+                    lt_id,
+                    str(state.latest_version),
+                    previous,
+                    refresh.model_copy(update={"health": HealthGate(check="ec2")}),
+                    aws_block,
+                )
+                now += f"; instances of {state.asg_name}: " + ", ".join(
+                    f"{i} on {image}" for i, image in back.instances.items()
+                )
         except Exception as again:  # noqa: BLE001 - report the rollout's cause, not this
             now = f"launch template {lt_id}: could not be read ({again})"
     message = (

@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
 from tasks.terraform import ApplyResult, _state_bucket, state_key
@@ -136,6 +136,7 @@ class LastApply(BaseModel):
     stack: str
     deployed: bool
     record: ConvergedRecord | None = None
+    facts: conv.StateFacts = Field(default_factory=conv.StateFacts, description="its LTs and ASGs, per state")
 
 
 @task(
@@ -157,7 +158,7 @@ def last_apply(stack: str, backend_block: str = TF_BACKEND_BLOCK, aws_block: str
     except ValueError as exc:
         default_logger().warning("converged record of %s unreadable: %s", stack, exc)
         record = None
-    return LastApply(stack=stack, deployed=deployed, record=record)
+    return LastApply(stack=stack, deployed=deployed, record=record, facts=conv.state_facts(raw_state))
 
 
 def _resources(raw_state: bytes) -> list[Any]:

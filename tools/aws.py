@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 from pydantic import BaseModel, Field
 
 from tools.errors import AwsError, looks_transient
@@ -104,6 +105,9 @@ def call(what: str, fn: Callable[..., T], **kwargs: Any) -> T:
         ) from exc
     except BotoCoreError as exc:
         raise AwsError(f"{what} failed: {exc}", tail=[str(exc)], transient=looks_transient(str(exc))) from exc
+    except ResponseParserError as exc:  # an endpoint that answered with something else than the API (HTML)
+        message = f"{what} failed: the endpoint did not answer in the API's format"
+        raise AwsError(message, tail=[str(exc)[:400]]) from exc
 
 
 def source_image(ec2: Any, name_filter: str, owner: str) -> AmiInfo | None:
@@ -233,21 +237,26 @@ def launch_template_facts(ec2: Any, launch_template_ids: Iterable[str]) -> list[
         if lt is None:
             continue
         latest = int(lt["LatestVersionNumber"])
-        versions = call(
-            "describe_launch_template_versions",
-            ec2.describe_launch_template_versions,
-            LaunchTemplateId=lt_id,
-            Versions=[str(latest)],
-        )["LaunchTemplateVersions"]
         found.append(
             LaunchTemplateFacts(
                 launch_template_id=lt_id,
                 latest_version=latest,
                 default_version=int(lt["DefaultVersionNumber"]),
-                latest_image_id=(versions[0]["LaunchTemplateData"].get("ImageId") if versions else None),
+                latest_image_id=template_image(ec2, lt_id, str(latest)),
             )
         )
     return found
+
+
+def template_image(ec2: Any, launch_template_id: str, version: str) -> str | None:
+    """The image of a launch template version ("$Latest", "$Default" or a number)."""
+    found = call(
+        "describe_launch_template_versions",
+        ec2.describe_launch_template_versions,
+        LaunchTemplateId=launch_template_id,
+        Versions=[str(version)],
+    )["LaunchTemplateVersions"]
+    return found[0]["LaunchTemplateData"].get("ImageId") if found else None
 
 
 def auto_scaling_group_facts(autoscaling: Any, names: Iterable[str]) -> list[AutoScalingGroupFacts]:

@@ -22,7 +22,8 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,7 @@ def login(client: docker.DockerClient, auth: RegistryAuth) -> None:
     """Send the credentials to the daemon (`/auth`); nothing is written to a docker config file."""
     with tempfile.TemporaryDirectory(prefix="devops-flows-dockercfg-") as tmp:
         cfg = Path(tmp) / "config.json"  # never created: login reads it (absent) and writes nothing
-        try:
+        with _translated(f"login to {auth.registry}"):
             client.login(
                 username=auth.username,
                 password=auth.password,
@@ -203,14 +204,19 @@ def login(client: docker.DockerClient, auth: RegistryAuth) -> None:
                 reauth=True,
                 dockercfg_path=str(cfg),
             )
-        except docker.errors.APIError as exc:
-            raise _registry_error(_api_text(exc), f"login to {auth.registry}") from None
-        except requests.exceptions.RequestException as exc:
-            raise PushFailed(
-                f"login to {auth.registry}: the Docker engine is unreachable",
-                tail=[redact(str(exc))],
-                transient=True,
-            ) from None
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """The docker SDK's errors of one registry operation as PushFailed (RegistryAuthError when the
+    registry refused the credentials), carrying the daemon's own message."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise _registry_error(_api_text(exc), what) from None
+    except requests.exceptions.RequestException as exc:
+        unreachable = f"{what}: the Docker engine is unreachable"
+        raise PushFailed(unreachable, tail=[redact(str(exc))], transient=True) from None
 
 
 def _api_text(exc: docker.errors.APIError) -> str:
@@ -389,20 +395,13 @@ def registry_digest(client: docker.DockerClient, reference: str, auth: RegistryA
     """The manifest digest the registry holds for `repo:tag` (asked through the daemon, credentials only to
     their own registry), or None when it has no such tag."""
     scoped = auth_for(reference, auth)
-    try:
-        found = client.api.inspect_distribution(
-            reference, auth_config=scoped.auth_config() if scoped else None
-        )
-    except docker.errors.NotFound:
-        return None
-    except docker.errors.APIError as exc:
-        raise _registry_error(_api_text(exc), f"lookup of {reference}") from None
-    except requests.exceptions.RequestException as exc:
-        raise PushFailed(
-            f"lookup of {reference}: the Docker engine is unreachable",
-            tail=[redact(str(exc))],
-            transient=True,
-        ) from None
+    with _translated(f"lookup of {reference}"):
+        try:
+            found = client.api.inspect_distribution(
+                reference, auth_config=scoped.auth_config() if scoped else None
+            )
+        except docker.errors.NotFound:
+            return None
     return validate_digest(found["Descriptor"]["digest"])
 
 

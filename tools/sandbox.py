@@ -29,6 +29,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools import sandbox_moto
 from tools.errors import ToolError, ToolMissing
 from tools.settings import INFRA_DIR, REPO_ROOT, load_env, state_dir, write_env
 
@@ -377,11 +378,10 @@ def ensure_moto(state: State, env: dict[str, str]) -> None:
     ):
         log(f"moto: reusing 127.0.0.1:{port}")
     else:
-        exe = venv_bin("moto_server")
-        if not exe:
+        if not venv_bin("moto_server"):
             raise ToolMissing("moto_server is not installed", hint="pip install 'moto[server]'")
         port = _pick_port(comp, "moto")
-        pid = spawn([exe, "-H", "127.0.0.1", "-p", str(port)], state_dir() / "logs" / "moto.log")
+        pid = spawn(sandbox_moto.argv(port), state_dir() / "logs" / "moto.log")
         comp.update(started=True, pid=pid, port=port)
         state.save()
         wait_until(lambda: http_status(f"http://127.0.0.1:{port}/moto-api/") == 200, 60, "moto_server")

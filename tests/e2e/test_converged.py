@@ -82,21 +82,27 @@ def test_a_lost_state_write_is_not_called_converged(backend_block, ec2, s3, two_
         change = {c.name: (c.old, c.new) for c in again.plan.resource(LT).changed}
         assert change["image_id"] == (ami_b, ami_a), change  # the plan starts from what AWS has
         state_lt = _state_lt(_state(s3, backend_block, STACK))
-        assert state_lt["latest_version"] == _aws_latest(ec2, lt_id) == 3
+        # 3, or 4 when the AWS provider retried a CreateLaunchTemplateVersion moto had done (under load)
+        latest = _aws_latest(ec2, lt_id)
+        assert state_lt["latest_version"] == latest and latest in (3, 4), (state_lt, latest)
         assert state_lt["image_id"] == ami_a
 
         # pure drift (a version with the same data): no resource change, saved with -refresh-only
-        assert _new_version(ec2, lt_id, ami_a) == 4
+        assert _new_version(ec2, lt_id, ami_a) == latest + 1
         refreshed = apply_stack(request, backend_block, AWS_BLOCK)
         assert refreshed.reason == "refreshed" and not refreshed.applied, refreshed.reason
         assert refreshed.plan.refresh_only and refreshed.plan.drift == 1 and not refreshed.plan.resources
         assert refreshed.plan.output_changes == {"launch_template_latest_version": "update"}
-        assert refreshed.result.value("launch_template_latest_version") == 4
-        assert _state_lt(_state(s3, backend_block, STACK))["latest_version"] == _aws_latest(ec2, lt_id) == 4
+        assert refreshed.result.value("launch_template_latest_version") == latest + 1
+        assert (
+            _state_lt(_state(s3, backend_block, STACK))["latest_version"]
+            == _aws_latest(ec2, lt_id)
+            == latest + 1
+        )
 
         settled = apply_stack(request, backend_block, AWS_BLOCK)  # recorded after the refresh: trusted
         assert settled.reason == "converged", settled.reason
-        assert settled.result.value("launch_template_latest_version") == 4
+        assert settled.result.value("launch_template_latest_version") == latest + 1
     finally:
         destroy_now(STACK, {"name": name, "ami_id": ami_a}, backend_block, AWS_BLOCK)
 

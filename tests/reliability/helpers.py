@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import sandbox
+from tools import sandbox, sandbox_moto
 from tools.settings import load_env
 
 TOOL_NAMES = ("terraform", "packer", "ansible-playbook", "ansible-runner")
@@ -177,10 +177,8 @@ class PrivateMoto:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PrivateMoto:
-        exe = sandbox.venv_bin("moto_server")
-        assert exe, "moto_server is not installed in the venv"
         self.port = self.port or sandbox.free_port()
-        self.pid = sandbox.spawn([exe, "-H", "127.0.0.1", "-p", str(self.port)], self.logdir / "moto.log")
+        self.pid = sandbox.spawn(sandbox_moto.argv(self.port), self.logdir / "moto.log")
         sandbox.wait_until(
             lambda: sandbox.http_status(f"{self.endpoint}/moto-api/") == 200, 90, "private moto_server"
         )

@@ -81,9 +81,9 @@ resource "aws_launch_template" "xwiki-lt" {
 
 resource "aws_autoscaling_group" "xwiki" {
   name             = var.name
-  min_size         = 1
-  max_size         = 1
-  desired_capacity = 1
+  min_size         = var.asg_size
+  max_size         = var.asg_size + 1 # room for one replacement while a batch is swapped
+  desired_capacity = var.asg_size
   force_delete     = false
 
   launch_template {

@@ -60,6 +60,17 @@ variable "asg_launch_template_version" {
   description = "Launch template version the ASG uses: $Latest follows every rollout; a number pins one."
 }
 
+variable "asg_size" {
+  type        = number
+  default     = 3
+  description = "Instances of the xwiki ASG (ami-rollout replaces them in batches with each new AMI)."
+
+  validation {
+    condition     = var.asg_size >= 1 && var.asg_size <= 20
+    error_message = "asg_size must be between 1 and 20."
+  }
+}
+
 variable "apply_hold_seconds" {
   type        = number
   default     = 0
