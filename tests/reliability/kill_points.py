@@ -142,7 +142,7 @@ def tool_of_run(ctx: Setup, name: str, sub: str) -> Callable[[], bool]:
     return check
 
 
-def arm(ctx: Setup, point: str) -> Callable[[float], None]:
+def arm(ctx: Setup, point: str) -> Callable[..., None]:
     """Prepare the kill point; returns a function that waits until the run is at it."""
     if point == "bake":
         check = tool_of_run(ctx, "packer", "build")
@@ -154,7 +154,18 @@ def arm(ctx: Setup, point: str) -> Callable[[float], None]:
         rule = "CreateLaunchTemplateVersion" if point == "launch-template-version" else "PUT *.tfstate"
         seen = ctx.proxy.delay(rule, HOLD_SECONDS)
         check = seen.is_set
-    return lambda seconds: wait_for(check, seconds, f"the run to reach {point}", interval=0.05)
+    def wait(seconds: float, running: Callable[[], object] = lambda: True) -> None:
+        """Until the run is at the point; `running` raises (or is falsy) once the run has ended."""
+
+        def at_or_ended() -> bool:
+            if check():
+                return True
+            assert running(), f"the run ended before {point}"
+            return False
+
+        wait_for(at_or_ended, seconds, f"the run to reach {point}", interval=0.05)
+
+    return wait
 
 
 def next_runs_converge(ctx: Setup, request: Any, point: str) -> str:
@@ -194,4 +205,44 @@ def start_process(ctx: Setup, request: Any, log: Path) -> subprocess.Popen:
     )
 
 
-__all__ = ["KILL_POINTS", "Setup", "arm", "next_runs_converge", "setup", "start_process", "tools_left", "wait_no_tools"]
+@contextmanager
+def served(ctx: Setup, log: Path) -> Iterator[str]:
+    """ami-rollout served from a runner process of its own (flow runs inherit the run's TMPDIR); yields
+    the deployment's name."""
+    from prefect.client.orchestration import get_client
+
+    name = f"kp-{ctx.uid}"
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.reliability.kill_points", name],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(ctx.run_tmp), "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def registered() -> bool:
+        assert proc.poll() is None, f"serve exited: {log.read_text()[-3000:]}"
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_deployment_by_name(f"ami-rollout/{name}")
+            return True
+        except Exception:  # noqa: BLE001 - not registered yet
+            return False
+
+    try:
+        wait_for(registered, 90, "the served ami-rollout deployment", interval=0.5)
+        yield f"ami-rollout/{name}"
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    from flows.rollout import ami_rollout
+
+    ami_rollout.serve(name=sys.argv[1], pause_on_shutdown=False)
