@@ -73,6 +73,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # The longest files first (minutes each in CI), so two xdist workers (--dist loadfile: a file per worker at
 # a time) end together instead of one finishing a long file alone; the rest keep their collection order.
 LONGEST_FIRST = (
+    "tests/reliability/test_rollout_kill_points_cancel.py",
+    "tests/reliability/test_rollout_kill_points_sigkill.py",
     "tests/reliability/test_faults.py",
     "tests/e2e/test_scale_out.py",
     "tests/e2e/test_rollout.py",

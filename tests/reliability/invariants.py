@@ -26,7 +26,8 @@ def tools_left(run_tmp: Path) -> list[str]:
 
 def wait_no_tools(run_tmp: Path, seconds: float) -> None:
     """Every tool of the run has exited (after its graceful stop / an orphan's own end)."""
-    wait_for(lambda: not tools_left(run_tmp), seconds, f"tool processes of the run to exit: {tools_left(run_tmp)}", 0.5)
+    what = f"tool processes of the run to exit: {tools_left(run_tmp)}"
+    wait_for(lambda: not tools_left(run_tmp), seconds, what, 0.5)
 
 
 @dataclass

@@ -33,7 +33,7 @@ import boto3
 from blocks import AwsClientParameters, AwsCredentials, TerraformBackend
 from tests import leftovers
 from tests.reliability.helpers import wait_for
-from tests.reliability.invariants import Stack, tools_left, wait_no_tools
+from tests.reliability.invariants import Stack, tools_left, wait_no_tools  # noqa: F401 - re-exported
 from tests.reliability.slow_moto import SlowMoto
 from tools.settings import REPO_ROOT
 
@@ -46,7 +46,7 @@ KILL_POINTS = (
     ("launch-template-version", "t3.xlarge"),
     ("state-write", "t3.2xlarge"),
 )
-HOLD_SECONDS = 8  # how long the proxy holds the call a kill point waits for
+HOLD_SECONDS = 5  # how long the proxy holds the call a kill point waits for
 
 
 @dataclass
@@ -122,7 +122,8 @@ def _cleanup(ctx: Setup) -> None:
     from tasks.terraform import destroy_now
 
     try:
-        destroy_now(STACK, {"name": f"kp-{ctx.uid}", "ami_id": "ami-00000000"}, ctx.backend_block, ctx.aws_block)
+        variables = {"name": f"kp-{ctx.uid}", "ami_id": "ami-00000000"}
+        destroy_now(STACK, variables, ctx.backend_block, ctx.aws_block)
     finally:
         ec2 = ctx.stack.ec2
         for image in ec2.describe_images(
@@ -154,6 +155,7 @@ def arm(ctx: Setup, point: str) -> Callable[..., None]:
         rule = "CreateLaunchTemplateVersion" if point == "launch-template-version" else "PUT *.tfstate"
         seen = ctx.proxy.delay(rule, HOLD_SECONDS)
         check = seen.is_set
+
     def wait(seconds: float, running: Callable[[], object] = lambda: True) -> None:
         """Until the run is at the point; `running` raises (or is falsy) once the run has ended."""
 
