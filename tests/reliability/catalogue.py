@@ -236,12 +236,8 @@ FAULTS = [
     Item("fault", f"ami-rollout cancelled while Terraform writes its state to S3: {KP_CHECKS}", (KP_CANCEL,)),
     Item(
         "fault",
-        f"ami-rollout flow process SIGKILLed during terraform plan (the orphan finishes): {KP_CHECKS}",
-        (KP_KILL,),
-    ),
-    Item(
-        "fault",
-        f"ami-rollout flow process SIGKILLed while CreateLaunchTemplateVersion is in flight: {KP_CHECKS}",
+        "ami-rollout flow process SIGKILLed while CreateLaunchTemplateVersion is in flight (the orphaned "
+        f"terraform finishes): {KP_CHECKS}",
         (KP_KILL,),
     ),
     Item(
