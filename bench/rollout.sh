@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The bash side of comparison 1: the devops-packer-xwiki Jenkins job as a plain script, running the same
-# packer and terraform commands as the ami-rollout flow, with the same inputs, and no orchestration:
-#   packer validate + build (bake.sh), terraform init / plan -out / show -json / apply / output.
+# The bash side of comparison 1: the devops-packer-xwiki Jenkins job as a plain script, in a fresh copy of
+# the stack, with the same inputs as the ami-rollout flow and no orchestration:
+#   JOB=original (default): what the article's job runs: the bake (bake.sh: packer validate + build), then
+#                           `./apply`: terraform init + terraform apply -auto-approve;
+#   JOB=copy:               the flow's own commands: bake, init / plan -out / show -json / apply / output.
 # Inputs (environment): what bake.sh needs but HOST (xwiki), NAME (stack variable), STATE_KEY,
 # DEVOPS_TF_STATE_BUCKET, TF_CLI_CONFIG_FILE. Prints BENCH_AMI=<id> at the end.
 set -euo pipefail
@@ -23,6 +25,11 @@ terraform init -input=false -no-color -reconfigure -lock-timeout=30s \
   -backend-config=skip_credentials_validation=true -backend-config=skip_requesting_account_id=true \
   -backend-config=skip_region_validation=true -backend-config=skip_metadata_api_check=true \
   -backend-config=skip_s3_checksum=true
+if [ "${JOB:-original}" = original ]; then
+  terraform apply -input=false -no-color -auto-approve -lock-timeout=30s
+  echo "BENCH_AMI=$ami"
+  exit 0
+fi
 rc=0
 terraform plan -input=false -no-color -detailed-exitcode -out=devops.tfplan -lock-timeout=30s || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 2 ] || exit "$rc"

@@ -77,6 +77,23 @@ class Ratio:
 
 
 @dataclass
+class Efficiency(Ratio):
+    """Parallel efficiency: the flow's speed-up (serial / parallel) divided by bash's speed-up on the same
+    work (`baseline_serial` / `baseline_parallel`), so 1.0 means the flow parallelises as well as bash."""
+
+    baseline_serial: Figure = field(default_factory=lambda: Figure("", ""))
+    baseline_parallel: Figure = field(default_factory=lambda: Figure("", ""))
+    at_most: bool = False
+
+    @property
+    def value(self) -> float:
+        flow = super().value
+        d = self.baseline_parallel.median
+        bash = self.baseline_serial.median / d if d and d == d else float("nan")
+        return flow / bash if bash and bash == bash else float("nan")
+
+
+@dataclass
 class Report:
     figures: list[Figure] = field(default_factory=list)
     ratios: list[Ratio] = field(default_factory=list)
@@ -267,7 +284,8 @@ def _bash_bake_env(services: Services) -> dict[str, str]:
 
 
 def compare_rollout(services: Services, report: Report, reps: int, quick: bool) -> None:
-    """1: full rollout, flow vs bash. 2: no-change rollout (same bake inputs right after) vs full."""
+    """1: full rollout, flow vs the original job as bash (bake, init, apply -auto-approve) and vs a bash
+    copy of the flow's own commands. 2: no-change rollout (same bake inputs right after) vs full."""
     flow_name, bash_name = f"bench-flow-{services.run_id}", f"bench-bash-{services.run_id}"
     bash_env = {
         **_bash_bake_env(services),
@@ -286,11 +304,22 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
             "backend_block": TF_BACKEND_BLOCK,
         }
 
+    original_env = {
+        **bash_env,
+        "NAME": f"{bash_name}-orig",
+        "STATE_KEY": f"bench/{services.run_id}/original/terraform.tfstate",
+        "JOB": "original",
+    }
+    copy_env = {**bash_env, "JOB": "copy"}
     if not quick:  # the stacks exist before the timed runs: every timed full rollout is an update
         run_flow(services, "rollout", flow_params(tag("warm")))
-        run_bash(services, script, {**bash_env, "ENV_TAG": tag("warm")})
+        run_bash(services, script, {**copy_env, "ENV_TAG": tag("warm")})
+        run_bash(services, script, {**original_env, "ENV_TAG": tag("warm")})
     full = report.figure("1 full AMI rollout", "ami-rollout flow (bake + apply)")
-    bash = report.figure("1 full AMI rollout", "bash script, same packer/terraform commands")
+    original = report.figure("1 full AMI rollout", "original job as bash: bake, init, apply -auto-approve")
+    bash = report.figure(
+        "1 full AMI rollout", "bash copy of the flow's commands (plan -out, show, apply, output)"
+    )
     same = report.figure("2 no-change rollout", "ami-rollout flow, hash hit + empty plan")
     full_runs, same_runs = [], []
     for _ in range(reps):
@@ -305,9 +334,11 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
             raise BenchError(f"the no-change rollout baked or applied: {again.result}")
         same.samples.append(again.seconds)
         same_runs.append(again)
-        bash.samples.append(run_bash(services, script, {**bash_env, "ENV_TAG": tag("bash")}).seconds)
-    report.ratios.append(Ratio("1 full AMI rollout", "flow / bash", full, bash, 1.10))
-    report.ratios.append(Ratio("2 no-change rollout", "no-change / full (flow)", same, full, 0.20))
+        original.samples.append(run_bash(services, script, {**original_env, "ENV_TAG": tag("orig")}).seconds)
+        bash.samples.append(run_bash(services, script, {**copy_env, "ENV_TAG": tag("bash")}).seconds)
+    report.ratios.append(Ratio("1 full AMI rollout", "flow / original job", full, original, 1.10))
+    report.ratios.append(Ratio("1 full AMI rollout", "flow / bash copy of its commands", full, bash, 1.10))
+    report.ratios.append(Ratio("2 no-change rollout", "no-change / full (flow)", same, full, 0.15))
     report.phases += ["### Where the time goes: AMI rollout", ""]
     report.phases += _phase_table("Full rollout (flow)", full_runs)
     report.phases += _phase_table("No-change rollout (flow)", same_runs)
@@ -375,6 +406,17 @@ def compare_fanout(services: Services, report: Report, reps: int, quick: bool) -
             "3 fan-out bakes", "bash speed-up (this machine's limit)", bash_ser, bash_fan, 2.5, at_most=False
         )
     )
+    report.ratios.append(
+        Efficiency(
+            "3 fan-out bakes",
+            "parallel efficiency: flow speed-up / bash speed-up",
+            ser,
+            fan,
+            0.95,
+            baseline_serial=bash_ser,
+            baseline_parallel=bash_fan,
+        )
+    )
     inner_fan = report.figure("3 fan-out bakes", "fan-out: flow call only (no process start/import)")
     inner_fan.samples = [r.result["flow"] for r in fan_runs]
     report.notes.append(
@@ -409,24 +451,44 @@ def compare_refresh(services: Services, report: Report, reps: int, quick: bool) 
     def params(n: int) -> dict[str, Any]:
         return {"target": {"inventory": str(_inventory(services, n)), "forks": max(n, 1)}}
 
+    vault_file = services.home / "vault-password"
+    vault_file.write_text(services.env["DEVOPS_VAULT_PASSWORD"] + "\n")
+    vault_file.chmod(0o600)
+
+    def bash_env(n: int) -> dict[str, str]:
+        return {
+            "REPO": str(REPO_ROOT),
+            "ANSIBLE_PLAYBOOK": str(Path(sys.executable).with_name("ansible-playbook")),
+            "INVENTORY": str(_inventory(services, n)),
+            "FORKS": str(max(n, 1)),
+            "VAULT_PASSWORD_FILE": str(vault_file),
+        }
+
+    script = REPO_ROOT / "bench" / "refresh.sh"
     if not quick:  # first runs write the managed files; the timed runs are steady-state refreshes
         run_flow(services, "refresh", params(1))
         run_flow(services, "refresh", params(hosts))
     one = report.figure("4 refresh-servers", "1 host")
+    bash_one = report.figure("4 refresh-servers", "bash: the same ansible-playbook, 1 host")
     many = report.figure("4 refresh-servers", f"{hosts} hosts (forks={hosts})")
+    bash_many = report.figure("4 refresh-servers", f"bash: the same ansible-playbook, {hosts} hosts")
     one_runs: list[Run] = []
     many_runs: list[Run] = []
     for _ in range(reps):
         one_runs.append(run_flow(services, "refresh", params(1)))
         one.samples.append(one_runs[-1].seconds)
+        bash_one.samples.append(run_bash(services, script, bash_env(1)).seconds)
         run = run_flow(services, "refresh", params(hosts))
         if run.result.get("hosts") != hosts:
             raise BenchError(f"refresh of {hosts} hosts recapped {run.result.get('hosts')}")
         many.samples.append(run.seconds)
         many_runs.append(run)
+        bash_many.samples.append(run_bash(services, script, bash_env(hosts)).seconds)
     report.phases += ["### Where the time goes: refresh-servers", ""]
     report.phases += _phase_table("1 host", one_runs)
     report.phases += _phase_table(f"{hosts} hosts", many_runs)
+    report.ratios.append(Ratio("4 refresh-servers", "flow / bash, 1 host", one, bash_one, 1.10))
+    report.ratios.append(Ratio("4 refresh-servers", f"flow / bash, {hosts} hosts", many, bash_many, 1.10))
     report.ratios.append(Ratio("4 refresh-servers", f"{hosts} hosts / 1 host", many, one, 2.0))
     report.notes.append(
         "4: hosts are local-connection inventory aliases (each its own target_root) running the baseline "
@@ -501,7 +563,7 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
         except docker.errors.APIError:
             pass
         client.close()
-    report.ratios.append(Ratio("5 release", "second / first", warm, cold, 0.5))
+    report.ratios.append(Ratio("5 release", "second / first", warm, cold, 0.35))
     report.phases += ["### Where the time goes: release", ""]
     report.phases += _phase_table("First release (cold)", cold_runs)
     report.phases += _phase_table("Second release (warm)", warm_runs)

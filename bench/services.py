@@ -119,6 +119,8 @@ class Services:
             "DO_NOT_TRACK": "1",
             "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
             "PYTHONPATH": str(REPO_ROOT),
+            # the bench's inventories live in its home: an allowed Ansible root next to infra/ansible
+            "DEVOPS_ANSIBLE_ROOTS": str(self.home),
         }
         os.environ.update(self.env)  # this process talks to the same private services
         p_moto = self.spawn([moto, "-H", "127.0.0.1", "-p", str(moto_port)], "moto")

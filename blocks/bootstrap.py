@@ -41,17 +41,7 @@ from blocks import (
 )
 from tools.errors import InvalidInput
 from tools.redact import require_secret_length
-from tools.settings import INFRA_DIR, load_env
-
-# The sandbox's demo secrets. The vault password decrypts infra/ansible's example vaulted values.
-SANDBOX_VAULT_PASSWORD_FILE = INFRA_DIR / "ansible" / "sandbox-vault-password"
-SANDBOX_APP_SECRETS = {
-    "PROJECT_DB_PASSWORD": "sandbox-db-pass",
-    "PROJECT_DB_NAME": "hire_help",
-    "PROJECT_DB_USERNAME": "hire_help",
-    "PROJECT_S3_ACCESS_KEY": "sandbox-s3-access",
-    "PROJECT_S3_SECRET_KEY": "sandbox-s3-secret",
-}
+from tools.settings import load_env
 
 
 def settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -83,14 +73,10 @@ def bootstrap(environ: Mapping[str, str] | None = None) -> list[str]:
     cfg = settings(environ)
     saved: list[str] = []
     vault = cfg.get("DEVOPS_VAULT_PASSWORD")
-    if not vault and cfg.get("DEVOPS_SANDBOX") and SANDBOX_VAULT_PASSWORD_FILE.exists():
-        vault = SANDBOX_VAULT_PASSWORD_FILE.read_text().strip()
     try:
         app = json.loads(cfg["DEVOPS_APP_SECRETS"]) if cfg.get("DEVOPS_APP_SECRETS") else None
     except ValueError:
         raise InvalidInput("DEVOPS_APP_SECRETS must be a JSON object of name -> value") from None
-    if app is None and cfg.get("DEVOPS_SANDBOX"):
-        app = SANDBOX_APP_SECRETS
     if app is not None and not isinstance(app, dict):
         raise InvalidInput("DEVOPS_APP_SECRETS must be a JSON object of name -> value")
     check_secrets(cfg, vault, app)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from tools.docker_engine import RegistryAuth
 from tools.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -92,3 +93,14 @@ def docker_client(host: DockerHost | str, *, sends_secrets: bool = False) -> doc
     if base_url is None:
         return docker.from_env(**kwargs)
     return docker.DockerClient(base_url=base_url, **kwargs)
+
+
+def registry_auth(block_name: str) -> RegistryAuth:
+    """The DockerRegistryCredentials block as daemon credentials (the password registered for redaction).
+    They go only to their own registry: tools.docker_engine checks every reference against it."""
+    from prefect_docker import DockerRegistryCredentials
+
+    creds = DockerRegistryCredentials.load(block_name)
+    return RegistryAuth(
+        registry=creds.registry_url, username=creds.username, password=creds.password.get_secret_value()
+    )

@@ -637,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     p_conf.add_argument("--zombie-seconds", type=int, default=90)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every API request: our progress lines only
     try:
         if args.command == "up":
             up(

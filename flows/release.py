@@ -5,7 +5,9 @@
     deploy-app     pull by digest -> set the container named app_name aside (stopped, renamed, image
                    pinned) -> run the new one with its mounts -> health check -> discard the set-aside
                    one, or bring it back when unhealthy (AppDown + notification if that fails)
-    release        build-app -> publish-image -> deploy-app as subflows, one parameter model
+    release        build-app -> publish-image -> deploy-app as subflows, one parameter model; build and
+                   push are skipped when the registry holds the image of the same build inputs
+                   (tag inputs-<digest>, see tasks/build_cache.py) unless force_build
 
 Flows only compose tasks; parameters are validated (InvalidInput) before any side effect.
 """
@@ -19,6 +21,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
+from tasks.build_cache import hash_build_inputs, reuse_built_image, tagged_with_inputs
 from tasks.containers import discard_previous, notify_app_down, restore_previous
 from tasks.release import (
     DEFAULT_BASE_IMAGE,
@@ -172,6 +175,11 @@ class ReleaseParams(BaseModel):
         title="Replace even if up to date",
         description="Replace the container even when it already runs this image with this configuration.",
     )
+    force_build: bool = Field(
+        default=False,
+        title="Build even if unchanged",
+        description="Build and push even when the registry holds the image of the same build inputs.",
+    )
 
     def build_params(self) -> BuildParams:
         return BuildParams(
@@ -224,7 +232,8 @@ class ReleaseParams(BaseModel):
 
 
 class ReleaseResult(BaseModel):
-    build: BuildResult
+    build: BuildResult | None = Field(description="None when the build was skipped (unchanged inputs)")
+    inputs: str | None = Field(default=None, description="digest of the build inputs, when known")
     image: ImageRef
     deploy: DeployResult
     health: HealthResult
@@ -232,10 +241,17 @@ class ReleaseResult(BaseModel):
 
 @flow(name="release")
 def release(params: ReleaseParams) -> ReleaseResult:
-    """build-app -> publish-image -> deploy-app, each a subflow run of its own."""
+    """build-app -> publish-image -> deploy-app, each a subflow run of its own; build-app and
+    publish-image are skipped when the registry holds the image of the same build inputs."""
     params.check()
-    built = build_app(params.build_params())
-    image = publish_image(params.publish_params())
-    deployed = deploy_app(params.deploy_params(built.name, image))
-    get_run_logger().info("released %s %s as %s", built.name, built.version, image.reference)
-    return ReleaseResult(build=built, image=image, deploy=deployed, health=deployed.health)
+    publish = params.publish_params()
+    inputs = hash_build_inputs(params.build_params(), publish)
+    image = reuse_built_image(publish, inputs) if inputs and not params.force_build else None
+    built = None
+    if image is None:
+        built = build_app(params.build_params())
+        image = publish_image(tagged_with_inputs(publish, inputs))
+    project = sbt.read_project(Path(params.app_path))
+    deployed = deploy_app(params.deploy_params(project.name, image))
+    get_run_logger().info("released %s %s as %s", project.name, project.version, image.reference)
+    return ReleaseResult(build=built, inputs=inputs, image=image, deploy=deployed, health=deployed.health)

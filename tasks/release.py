@@ -19,7 +19,7 @@ from prefect_docker import DockerRegistryCredentials
 from pydantic import BaseModel, Field
 
 from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, NOTIFY_BLOCK, REGISTRY_BLOCK, AppSecrets
-from blocks.docker_host import docker_client
+from blocks.docker_host import docker_client, registry_auth
 from tools import containers, sbt
 from tools import docker_engine as engine
 from tools.errors import DeployFailed, InvalidInput, retry_if_transient
@@ -156,6 +156,12 @@ class PublishParams(BaseModel):
     )
     retry_delay_seconds: float = Field(
         default=2.0, title="First retry delay", description="Doubles at each retry."
+    )
+    inputs_tag: str | None = Field(
+        default=None,
+        title="Build inputs tag",
+        description="Also tag the image inputs-<digest of its build inputs> (set by release).",
+        pattern=r"^inputs-[0-9a-f]{40}$",
     )
 
     def check(self) -> Path:
@@ -336,13 +342,6 @@ def _secrets(block_name: str | None, builder_image: str | None = None) -> dict[s
     return block.environment()
 
 
-def _registry_auth(block_name: str) -> engine.RegistryAuth:
-    creds = DockerRegistryCredentials.load(block_name)
-    return engine.RegistryAuth(
-        registry=creds.registry_url, username=creds.username, password=creds.password.get_secret_value()
-    )
-
-
 # --- build-app ------------------------------------------------------------------------------------------
 @task(name="check-builder-secrets")
 def check_builder_secrets(params: BuildParams) -> None:
@@ -425,7 +424,9 @@ def build_app_image(
     if not package_dir.is_dir():
         raise InvalidInput(f"{package_dir} is missing: run build-app on this work-tree first")
     tags = [
-        f"{repository}:{t}" for t in dict.fromkeys([project.version, params.environment, *params.extra_tags])
+        f"{repository}:{t}"
+        for t in dict.fromkeys([project.version, params.environment, *params.extra_tags, params.inputs_tag])
+        if t
     ]
     labels = {
         "org.opencontainers.image.title": project.name,
@@ -470,7 +471,7 @@ def push_image(built: engine.BuiltImage, docker_host_block: str, registry_block:
     repository = built.tags[0].rpartition(":")[0]
     tags = [t.rpartition(":")[2] for t in built.tags]
     logger.info("push attempt %d: %s tags %s", attempt, repository, tags)
-    auth = _registry_auth(registry_block)
+    auth = registry_auth(registry_block)
     client = _client(docker_host_block, sends_secrets=True)
     try:
         engine.login(client, auth)
@@ -500,7 +501,7 @@ def replace_container(params: DeployParams) -> dict:
     healthy.
     """
     logger = get_run_logger()
-    auth = _registry_auth(params.registry_block) if params.registry_block else None
+    auth = registry_auth(params.registry_block) if params.registry_block else None
     auth = engine.auth_for(params.image_reference, auth)  # credentials go only to their registry
     secret_env = _secrets(params.app_secrets_block)
     client = _client(params.docker_host_block, sends_secrets=bool(auth or secret_env))

@@ -21,8 +21,6 @@ import re
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from tools.errors import (
     ToolError,
     looks_transient,
 )
+from tools.http_check import http_ok
 from tools.process import default_logger
 from tools.redact import redact, register_secret
 
@@ -56,13 +55,11 @@ _HOST = (
 _PATH_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_AUTH_MARKERS = (
-    "unauthorized",
-    "no basic auth credentials",
-    "authentication required",
-    "denied",
-    "401",
-    "incorrect username or password",
+# What the daemon says when a registry refuses credentials. The status code only as a word of its own: a
+# registry on port 58401 that refuses connections is down, not an auth failure.
+_AUTH_MARKERS = re.compile(
+    r"unauthorized|no basic auth credentials|authentication required|denied|(?<![\w.:])401(?![\w.:])"
+    r"|incorrect username or password"
 )
 
 
@@ -183,7 +180,7 @@ class RegistryAuth:
 def _registry_error(text: str, what: str, hint: str | None = None) -> PushFailed:
     text = redact(text)
     lowered = text.lower()
-    if any(marker in lowered for marker in _AUTH_MARKERS):
+    if _AUTH_MARKERS.search(lowered):
         return RegistryAuthError(
             f"{what}: the registry rejected the credentials",
             tail=[text],
@@ -386,6 +383,33 @@ def pull(
         raise PushFailed(
             f"{what}: the Docker engine is unreachable", tail=[redact(str(exc))], transient=True
         ) from None
+
+
+def registry_digest(client: docker.DockerClient, reference: str, auth: RegistryAuth | None) -> str | None:
+    """The manifest digest the registry holds for `repo:tag` (asked through the daemon, credentials only to
+    their own registry), or None when it has no such tag."""
+    scoped = auth_for(reference, auth)
+    try:
+        found = client.api.inspect_distribution(
+            reference, auth_config=scoped.auth_config() if scoped else None
+        )
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as exc:
+        raise _registry_error(_api_text(exc), f"lookup of {reference}") from None
+    except requests.exceptions.RequestException as exc:
+        raise PushFailed(
+            f"lookup of {reference}: the Docker engine is unreachable",
+            tail=[redact(str(exc))],
+            transient=True,
+        ) from None
+    return validate_digest(found["Descriptor"]["digest"])
+
+
+def tag(client: docker.DockerClient, image: str, repository: str, tags: Sequence[str]) -> None:
+    """Give the local `image` every `repository:tag`."""
+    for name in tags:
+        client.api.tag(image, repository, validate_tag(name))
 
 
 # --- containers -----------------------------------------------------------------------------------------
@@ -664,18 +688,6 @@ class Health:
 def image_has_healthcheck(client: docker.DockerClient, image: str) -> bool:
     test = (client.images.get(image).attrs.get("Config") or {}).get("Healthcheck", {}) or {}
     return bool(test.get("Test")) and test["Test"][0] != "NONE"
-
-
-def http_ok(url: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """One GET without any proxy; resets, refusals and timeouts are "not yet healthy", never an error."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as response:  # noqa: S310 - operator-given health URL
-            return 200 <= response.status < 400, f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code}"
-    except (OSError, ValueError) as exc:  # URLError, ConnectionResetError, refused, timeout
-        return False, f"{type(exc).__name__}: {exc}"
 
 
 def wait_healthy(

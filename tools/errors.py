@@ -184,6 +184,10 @@ def retry_if_transient(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect
     return False
 
 
+class InstanceRefreshFailed(ToolError):
+    """The auto scaling group's instances could not all be replaced healthy: which batch, and why."""
+
+
 class RolloutFailed(ToolError):
     """ami-rollout changed the launch template, a later step failed, and the previous AMI was re-applied."""
 

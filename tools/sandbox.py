@@ -30,17 +30,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.errors import ToolError, ToolMissing
-from tools.settings import load_env, state_dir, write_env
+from tools.settings import INFRA_DIR, REPO_ROOT, load_env, state_dir, write_env
 
 BASE_IMAGE = "devops-flows/busybox:1"
 REGISTRY_USER = "devops"
 REGION = "eu-central-1"
 STATE_BUCKET = "devops-flows-tfstate"
 DEFAULT_PORTS = {"registry": 5000, "moto": 4566}
-MIN_VERSIONS = {"packer": (1, 6), "terraform": (1, 5), "ansible-core": (2, 15)}
+MIN_VERSIONS = {"packer": (1, 6), "terraform": (1, 10), "ansible-core": (2, 15)}
 
 
 PREFECT_USER = "admin"
+# The example vaulted variables of the xwiki host (the article's host_vars/xwiki) and the vault password
+# that protects them: generated once per checkout by `up` (every sandbox of this checkout shares them, as
+# Ansible reads host_vars from the inventory's tree), gitignored, never committed or baked into an image.
+VAULT_FILE = INFRA_DIR / "ansible" / "host_vars" / "xwiki" / "vault.yml"
+VAULT_PASSWORD_FILE = INFRA_DIR / "ansible" / ".vault-password"
+APP_SECRET_NAMES = ("PROJECT_DB_PASSWORD", "PROJECT_S3_ACCESS_KEY", "PROJECT_S3_SECRET_KEY")
 
 
 def log(message: str) -> None:
@@ -470,7 +476,7 @@ def check_tools() -> dict[str, str]:
     found: dict[str, str] = {}
     checks = {
         "packer": (["packer", "version"], "apt-get install packer"),
-        "terraform": (["terraform", "version"], "install Terraform >= 1.5"),
+        "terraform": (["terraform", "version"], "install Terraform >= 1.10"),
         "ansible-core": ([venv_bin("ansible") or "ansible", "--version"], "pip install 'ansible>=12,<13'"),
     }
     problems = []
@@ -488,6 +494,59 @@ def check_tools() -> dict[str, str]:
     if problems:
         raise ToolMissing("; ".join(problems), hint="run scripts/setup")
     return found
+
+
+def ensure_demo_secrets(env: dict[str, str]) -> None:
+    """The demo's secrets, never committed: the Ansible vault password (VAULT_PASSWORD_FILE, 0600) and the
+    xwiki database password it protects (vaulted into VAULT_FILE), made once per checkout; the sample
+    app's secrets, made once per sandbox. All of them land in the sandbox's 0600 env file."""
+    password = _read_or_create(VAULT_PASSWORD_FILE, secrets.token_urlsafe(18))
+    env["DEVOPS_VAULT_PASSWORD"] = password
+    from ansible.parsing.vault import VaultLib, VaultSecret  # the venv's Ansible, only when `up` runs
+
+    vault = VaultLib([("default", VaultSecret(password.encode()))])
+    db_password = _vaulted_value(vault, VAULT_FILE)
+    if db_password is None:
+        db_password = secrets.token_urlsafe(18)
+        body = "".join(f"  {line}\n" for line in vault.encrypt(db_password).decode().splitlines())
+        VAULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        partial = VAULT_FILE.with_name(f".{VAULT_FILE.name}.{os.getpid()}")
+        partial.write_text(
+            "# Written by `scripts/sandbox up` (gitignored): the demo's generated xwiki database password,\n"
+            "# vaulted with the generated password in infra/ansible/.vault-password.\n"
+            "xwiki_db_password: !vault |\n" + body
+        )
+        partial.replace(VAULT_FILE)
+        log(f"demo secrets: vaulted a new xwiki database password into {VAULT_FILE.relative_to(REPO_ROOT)}")
+    env["DEVOPS_SANDBOX_XWIKI_DB_PASSWORD"] = db_password
+    if not env.get("DEVOPS_APP_SECRETS"):
+        app = {name: secrets.token_urlsafe(18) for name in APP_SECRET_NAMES}
+        env["DEVOPS_APP_SECRETS"] = json.dumps(
+            {**app, "PROJECT_DB_NAME": "hire_help", "PROJECT_DB_USERNAME": "hire_help"}
+        )
+
+
+def _read_or_create(path: Path, value: str) -> str:
+    """The file's stripped content; created 0600 with `value` first when missing (O_EXCL: two `up`s that
+    race agree on the first writer's value)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+def _vaulted_value(vault, path: Path) -> str | None:  # noqa: ANN001 - ansible's VaultLib
+    """The inline `!vault |` value of `path` decrypted with `vault`, or None (missing, other password)."""
+    match = re.search(r"!vault \|\n((?:[ ]+\S+\n)+)", path.read_text()) if path.exists() else None
+    if not match:
+        return None
+    try:
+        return vault.decrypt("".join(line.strip() + "\n" for line in match[1].splitlines())).decode()
+    except Exception:  # noqa: BLE001 - any decryption failure means: write it anew
+        return None
 
 
 # ---------------------------------------------------------------- commands
@@ -508,6 +567,7 @@ def up() -> dict[str, str]:
     env["DEVOPS_SANDBOX"] = "1"
     # Basic auth of the local Prefect servers (main job, scale-out demo): generated here, never committed.
     env.setdefault("DEVOPS_PREFECT_AUTH", f"{PREFECT_USER}:{secrets.token_urlsafe(18)}")
+    ensure_demo_secrets(env)
     write_env(env)
     state.component("versions").update(versions)
     state.save()

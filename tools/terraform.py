@@ -1,6 +1,6 @@
 """Terraform, driven through python-terraform's command vocabulary and our own process runner.
 
-README paragraph (python-terraform and our runner): the design card names python-terraform, and we use
+docs/design.md (python-terraform and our runner): the design card names python-terraform, and we use
 it for what it still does well on Terraform 1.11: `Terraform.generate_cmd_string` builds every command
 line (flags, `-backend-config=k=v`, `-lock-timeout`, `-out`). We do not let it *run* Terraform: its
 `cmd()` captures output instead of streaming it, cannot be cancelled (no process group, no SIGINT, so a
@@ -214,7 +214,7 @@ def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None 
 
 def command(cmd: str, *args: str, **options: Any) -> list[str]:
     """argv for a Terraform sub-command, built by python-terraform (`-no-color`, `-input=false` always)."""
-    tf = Terraform(terraform_bin_path=which("terraform", hint="install Terraform >= 1.6 (scripts/setup)"))
+    tf = Terraform(terraform_bin_path=which("terraform", hint="install Terraform >= 1.10 (scripts/setup)"))
     options.setdefault("no_color", IsFlagged)
     return [str(a) for a in tf.generate_cmd_string(cmd, *args, **options)]
 

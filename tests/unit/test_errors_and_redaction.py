@@ -221,3 +221,22 @@ def test_the_webhook_url_is_a_secret_value_of_the_notification_block() -> None:
 def test_notification_failed_is_permanent_and_names_no_url() -> None:
     err = NotificationFailed("drift notification through block 'devops-alerts' failed: HTTP 500")
     assert not is_transient(err) and "http" not in str(err).replace("HTTP", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "auth"),
+    [
+        ('Get "http://127.0.0.1:58401/v2/": dial tcp 127.0.0.1:58401: connect: connection refused', False),
+        ("login attempt to http://127.0.0.1:5000/v2/ failed with status: 401 Unauthorized", True),
+        ("received unexpected HTTP status: 401", True),
+        ("denied: requested access to the resource is denied", True),
+        ("received unexpected HTTP status: 500 Internal Server Error", False),
+    ],
+)
+def test_a_registry_error_is_an_auth_error_only_when_the_registry_says_so(text: str, auth: bool) -> None:
+    # a port number such as 58401 once made a down registry look like a credentials problem
+    from tools.docker_engine import _registry_error
+
+    err = _registry_error(text, "login to 127.0.0.1:58401")
+    assert isinstance(err, RegistryAuthError) is auth and isinstance(err, PushFailed), repr(err)
+    assert is_transient(err) is not auth  # a down or failing registry is retried; refused credentials are not
