@@ -22,8 +22,6 @@ works on the stack), releases that lock if its holder is provably dead: `Who` is
 live terraform process on this host works on this stack's state. Any other lock still gives StateLocked
 after the backend's lock timeout."""
 
-from __future__ import annotations
-
 from enum import StrEnum
 
 from prefect import flow

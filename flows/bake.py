@@ -10,8 +10,6 @@ the AMI name carries the content hash, and an AMI of that name left untagged by 
 adopted. prune-images deregisters a host's AMI only inside the same slot, after re-checking that it is
 not the host's latest bake record (nor otherwise in use)."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 from prefect import flow

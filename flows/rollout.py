@@ -22,8 +22,6 @@ A bake never deregisters an AMI (no force_deregister; each AMI name carries its 
 prune-images keeps every AMI in use: the previous AMI a rollback points at still exists.
 """
 
-from __future__ import annotations
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import transaction

@@ -22,10 +22,13 @@ import pytest
 
 from tools.settings import REPO_ROOT, apply_env, load_env
 
-# One label key per pytest process (an xdist worker has its own), so a session that ends removes only what
-# it created, never the containers of a session still running next to it.
-TEST_LABEL = "devops-flows.test" + (
-    f".{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
+# One label key per pytest process (an xdist worker has its own) and per scripts/test session, so a session
+# that ends removes only what it created, never the containers of a session still running next to it, and
+# tests/leftovers.py finds what the session failed to remove.
+TEST_LABEL = (
+    "devops-flows.test"
+    + (f".{os.environ['DEVOPS_TEST_SESSION']}" if os.environ.get("DEVOPS_TEST_SESSION") else "")
+    + (f".{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else "")
 )
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -70,6 +73,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # The longest files first (minutes each in CI), so two xdist workers (--dist loadfile: a file per worker at
 # a time) end together instead of one finishing a long file alone; the rest keep their collection order.
 LONGEST_FIRST = (
+    "tests/reliability/test_rollout_kill_points_cancel.py",
+    "tests/reliability/test_rollout_kill_points_sigkill.py",
     "tests/reliability/test_faults.py",
     "tests/e2e/test_scale_out.py",
     "tests/e2e/test_rollout.py",

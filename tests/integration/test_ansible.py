@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_cancel_kills_ansible_and_its_children(workdir: Path) -> None:
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             outcome["error"] = exc
 
-    before = {p.name for p in Path("/tmp").glob(PDD_PREFIX + "*")}
+    before = {p.name for p in Path(tempfile.gettempdir()).glob(PDD_PREFIX + "*")}
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -106,7 +107,7 @@ def test_cancel_kills_ansible_and_its_children(workdir: Path) -> None:
         assert time.monotonic() < deadline, "the long task never started"
         assert thread.is_alive(), f"run ended early: {outcome}"
         time.sleep(0.2)
-    runs = [p for p in Path("/tmp").glob(PDD_PREFIX + "*") if p.name not in before]
+    runs = [p for p in Path(tempfile.gettempdir()).glob(PDD_PREFIX + "*") if p.name not in before]
     assert runs and processes_of_run(runs[0])  # the tree carries the run's marker
     cancel.set()
     thread.join(timeout=90)

@@ -19,6 +19,15 @@ class Item:
     note: str = ""
 
 
+# The kill-point harness (tests/reliability/kill_points.py): one test per variant walks every kill point.
+KP_CANCEL = (
+    f"{REL}/test_rollout_kill_points_cancel.py::test_rollout_cancelled_at_each_kill_point_then_converges"
+)
+KP_KILL = (
+    f"{REL}/test_rollout_kill_points_sigkill.py::test_rollout_sigkilled_at_each_kill_point_then_converges"
+)
+KP_CHECKS = "no tool left, lock free, state equals AWS (launch template and ASG), the next run converges"
+
 FAULTS = [
     Item(
         "fault",
@@ -209,6 +218,32 @@ FAULTS = [
         (
             f"{REL}/test_registry_scope.py::test_a_push_to_another_registry_than_the_blocks_is_refused_before_any_call",
         ),
+    ),
+    Item(
+        "fault",
+        "ami-rollout cancelled (Prefect API) while packer bakes: packer cleans up, no state; the next run "
+        "converges",
+        (KP_CANCEL,),
+    ),
+    Item("fault", f"ami-rollout cancelled during terraform plan: {KP_CHECKS}", (KP_CANCEL,)),
+    Item("fault", f"ami-rollout cancelled right after terraform apply starts: {KP_CHECKS}", (KP_CANCEL,)),
+    Item(
+        "fault",
+        "ami-rollout cancelled while CreateLaunchTemplateVersion is in flight: no tool left, lock free, AWS "
+        "at most one version ahead of the state; the next run heals it (refresh-only) and converges",
+        (KP_CANCEL,),
+    ),
+    Item("fault", f"ami-rollout cancelled while Terraform writes its state to S3: {KP_CHECKS}", (KP_CANCEL,)),
+    Item(
+        "fault",
+        "ami-rollout flow process SIGKILLed while CreateLaunchTemplateVersion is in flight (the orphaned "
+        f"terraform finishes): {KP_CHECKS}",
+        (KP_KILL,),
+    ),
+    Item(
+        "fault",
+        f"ami-rollout flow process SIGKILLed while Terraform writes its state: {KP_CHECKS}",
+        (KP_KILL,),
     ),
 ]
 
