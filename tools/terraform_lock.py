@@ -215,6 +215,6 @@ def stale_lock_reason(
     if live:
         return None
     return (
-        f"its holder ({record.describe()}) is dead: that process is gone from this host's process table "
-        f"and no terraform process here works on {stack} ({state_key})"
+        f"its holder is dead: {record.describe()} is gone from this host's process table and no "
+        f"terraform process here works on {stack} ({state_key})"
     )
