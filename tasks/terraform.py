@@ -17,6 +17,7 @@ from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
+from tasks.terraform_adopt import adopt_orphans
 from tasks.terraform_context import runner_for as _runner
 from tasks.terraform_context import state_key
 from tasks.terraform_lock import holding_lock, name_holder, release_stale_lock
@@ -72,12 +73,23 @@ def plan_now(
         runner, backend = _runner(workspace, backend_block, aws_block)
         config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
         tf.init(runner, config, backend.lock_timeout_seconds)
-        if lock:
+        if not lock:
+            tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=False)
+            shown = tf.show_plan(runner)
+        else:
             with holding_lock(stack, backend_block, aws_block):
                 tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy)
-        else:
-            tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=False)
-        summary = tf.summarize_plan(stack, tf.show_plan(runner))
+            shown = tf.show_plan(runner)
+            adopted = (
+                []
+                if destroy
+                else adopt_orphans(runner, shown, backend.lock_timeout_seconds, backend_block, aws_block)
+            )
+            if adopted:
+                with holding_lock(stack, backend_block, aws_block):
+                    tf.plan(runner, backend.lock_timeout_seconds)
+                shown = tf.show_plan(runner)
+        summary = tf.summarize_plan(stack, shown)
     except StateLocked as exc:
         tf.remove_workspace(workspace)
         raise name_holder(exc, stack, backend_block, aws_block)  # noqa: B904 - it chains `exc` itself
