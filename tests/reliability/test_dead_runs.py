@@ -217,8 +217,11 @@ def test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges(backe
         asgs = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
         assert [g["LaunchTemplate"]["LaunchTemplateId"] for g in asgs] == [lt["LaunchTemplateId"]]
         assert outcome.result.value("launch_template_id") == lt["LaunchTemplateId"]
-        again = apply_stack(request={"stack": XWIKI, "variables": variables}, backend_block=block)
-        assert again.reason == "converged"  # the state matches AWS (launch template, ASG), no plan needed
+        again = apply_stack(
+            request={"stack": XWIKI, "variables": variables, "skip_when_converged": False},
+            backend_block=block,
+        )
+        assert again.reason == "no changes", again.plan.counts()  # converged
     finally:
         destroy_now(XWIKI, variables, block)
         for group in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])[
