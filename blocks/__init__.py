@@ -182,6 +182,14 @@ class TerraformBackend(Block):
     lock_timeout_seconds: int = Field(
         default=30, ge=0, le=3600, title="Lock timeout", description="How long to wait for a held state lock."
     )
+    running_wait_seconds: int = Field(
+        default=1200,
+        ge=0,
+        le=86400,
+        title="Wait for a dead run's terraform",
+        description="A run whose flow process died may leave its terraform running (it keeps writing the "
+        "state): the next run waits this long for it to exit, then fails with TerraformStillRunning.",
+    )
     plan_timeout_seconds: int = Field(
         default=900,
         ge=30,

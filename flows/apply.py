@@ -16,11 +16,18 @@ no resource change but drift or outputs is applied with `terraform apply -refres
 One apply per stack at a time: a strict Prefect concurrency limit `tf-stack-<slug>` (created here if
 missing) plus Terraform's own S3 lock with `-lock-timeout`.
 
-A killed run converges: a run SIGKILLed mid-apply leaves Terraform's S3 lock behind (and its Prefect slot,
-until the slot's 60 s lease expires). The next run, once it holds the slot (so no other run of our flows
-works on the stack), releases that lock if its holder is provably dead: `Who` is this user@host and no
-live terraform process on this host works on this stack's state. Any other lock still gives StateLocked
-after the backend's lock timeout."""
+Locks and dead runs: before each command that locks, the run writes a holder record next to the lock
+(`<key>.holder.json`: host identity = boot id + hostname + pid namespace, its pid and start time, its flow
+run id), removed afterwards. The next run, once it holds the stack's slot (no other run of our flows
+works on the stack then): deletes the private workspaces of dead runs; waits (up to the backend's
+`running_wait_seconds`, then TerraformStillRunning) while a dead run's terraform on this host still works
+on the stack's state, never starting a second apply beside it; and releases the lock only when its holder
+is provably dead: the record shares our process table (same boot, host and pid namespace), the lock is
+younger than the record, the recorded process is gone and no terraform here works on the state (or the
+record is this machine's before a reboot). Any other lock gives StateLocked naming the holder (Who,
+Created, Operation, the record's flow run) after the backend's lock timeout. A first apply killed after
+AWS created the auto scaling group / launch template but before the state was written leaves objects the
+plan wants to create: they are imported (adopted, with a warning) and the plan is made again."""
 
 from enum import StrEnum
 
@@ -42,10 +49,10 @@ from tasks.terraform import (
     discard_plan,
     ensure_stack_limit,
     plan_stack,
-    release_stale_lock,
     stack_outputs,
 )
 from tasks.terraform_converged import converged_outputs, record_converged
+from tasks.terraform_lock import release_stale_lock, sweep_dead_workspaces, wait_for_terraform
 from tools import terraform as tf
 from tools.errors import InvalidInput
 from tools.process import default_logger
@@ -114,6 +121,8 @@ def apply(
         lease_duration=STACK_LEASE_SECONDS,
         raise_on_lease_renewal_failure=False,  # Terraform's own lock still guards the state
     ):
+        sweep_dead_workspaces()
+        wait_for_terraform(stack, backend_block, aws_block)
         release_stale_lock(stack, backend_block, aws_block)
         if request.skip_when_converged:
             current = converged_outputs(stack, request.variables, backend_block, aws_block)

@@ -10,20 +10,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
-from blocks.environment import aws_environment
-from tools import aws as aws_tool
+from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
+from tasks.terraform_adopt import adopt_orphans
+from tasks.terraform_context import runner_for as _runner
+from tasks.terraform_context import state_key
+from tasks.terraform_lock import holding_lock, name_holder, release_stale_lock
 from tools import terraform as tf
 from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
-from tools.terraform import LockInfo, OutputValue, PlanSummary, Workspace
+from tools.terraform import OutputValue, PlanSummary
 
 # Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
 # reclaimed by the server within ~75 s (60 s is the server's minimum lease).
@@ -40,6 +41,7 @@ __all__ = [
     "release_stale_lock",
     "stack_limit_name",
     "stack_outputs",
+    "state_key",
 ]
 
 
@@ -50,46 +52,6 @@ class ApplyResult(BaseModel):
     def value(self, name: str):  # noqa: ANN201 - any JSON value
         out = self.outputs.get(name)
         return out.value if out else None
-
-
-def _context(backend_block: str, aws_block: str) -> tuple[TerraformBackend, dict[str, str], dict[str, str]]:
-    backend = TerraformBackend.load(backend_block)
-    aws = AwsCredentials.load(aws_block)
-    env, secret_env = aws_environment(aws, backend.region)
-    env["TF_VAR_aws_region"] = env.get("AWS_REGION", "")
-    env["TF_VAR_aws_endpoint"] = aws.aws_client_parameters.endpoint_url or ""
-    return backend, env, secret_env
-
-
-def deadlines(backend: TerraformBackend) -> tf.Deadlines:
-    return tf.Deadlines(
-        plan_seconds=backend.plan_timeout_seconds,
-        apply_seconds=backend.apply_timeout_seconds,
-        plan_stop_seconds=backend.plan_stop_seconds,
-        apply_stop_seconds=backend.apply_stop_seconds,
-    )
-
-
-def _runner(workspace: Workspace, backend_block: str, aws_block: str) -> tuple[tf.Runner, TerraformBackend]:
-    backend, env, secret_env = _context(backend_block, aws_block)
-    runner = tf.Runner(
-        workspace, env=env, secret_env=secret_env, deadlines=deadlines(backend), logger=default_logger()
-    )
-    return runner, backend
-
-
-def state_key(backend: TerraformBackend, stack: str) -> str:
-    return f"{backend.key_prefix}{stack}/terraform.tfstate"
-
-
-def _state_bucket(backend_block: str, aws_block: str, stack: str) -> tuple[Any, TerraformBackend, str]:
-    """An S3 client for the state bucket (prefect-aws caches it per credentials in this process), the
-    backend, and the stack's state key."""
-    backend = TerraformBackend.load(backend_block)
-    creds = AwsCredentials.load(aws_block)
-    params = creds.aws_client_parameters.model_copy(update={"endpoint_url": backend.endpoint_url or None})
-    s3 = creds.model_copy(update={"aws_client_parameters": params}).get_client("s3")
-    return s3, backend, state_key(backend, stack)
 
 
 def plan_now(
@@ -111,8 +73,26 @@ def plan_now(
         runner, backend = _runner(workspace, backend_block, aws_block)
         config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
         tf.init(runner, config, backend.lock_timeout_seconds)
-        tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=lock)
-        summary = tf.summarize_plan(stack, tf.show_plan(runner))
+        if not lock:
+            tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=False)
+            shown = tf.show_plan(runner)
+        else:
+            with holding_lock(stack, backend_block, aws_block):
+                tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy)
+            shown = tf.show_plan(runner)
+            adopted = (
+                []
+                if destroy
+                else adopt_orphans(runner, shown, backend.lock_timeout_seconds, backend_block, aws_block)
+            )
+            if adopted:
+                with holding_lock(stack, backend_block, aws_block):
+                    tf.plan(runner, backend.lock_timeout_seconds)
+                shown = tf.show_plan(runner)
+        summary = tf.summarize_plan(stack, shown)
+    except StateLocked as exc:
+        tf.remove_workspace(workspace)
+        raise name_holder(exc, stack, backend_block, aws_block)  # noqa: B904 - it chains `exc` itself
     except BaseException:
         tf.remove_workspace(workspace)
         raise
@@ -251,10 +231,13 @@ def apply_plan(
     try:
         runner, backend = _runner(workspace, backend_block, aws_block)
         try:
-            if summary.refresh_only:
-                tf.apply_refresh_only(runner, backend.lock_timeout_seconds)
-            else:
-                tf.apply(runner, backend.lock_timeout_seconds)
+            with holding_lock(summary.stack, backend_block, aws_block):
+                if summary.refresh_only:
+                    tf.apply_refresh_only(runner, backend.lock_timeout_seconds)
+                else:
+                    tf.apply(runner, backend.lock_timeout_seconds)
+        except StateLocked as exc:
+            raise name_holder(exc, summary.stack, backend_block, aws_block)  # noqa: B904 - it chains `exc` itself
         except TerraformError as exc:
             if spec is not None and not isinstance(exc, (StateLocked, ProcessCancelled)):
                 default_logger().error(
@@ -290,50 +273,6 @@ def stack_outputs(
     return ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
 
 
-@task(name="terraform-release-stale-lock", cache_policy=NO_CACHE, task_run_name="stale lock? {stack}")
-def release_stale_lock(
-    stack: str, backend_block: str = TF_BACKEND_BLOCK, aws_block: str = AWS_BLOCK
-) -> LockInfo | None:
-    """Release the stack's S3 state lock when its holder is provably dead; returns the released lock.
-
-    Call it while holding the stack's strict concurrency slot (no other run of our flows works on the
-    stack then). A lock left by a SIGKILLed run of this user on this host, with no live terraform process
-    here working on this stack's state, is force-unlocked, with a warning naming it. Any other lock is
-    left alone: Terraform then waits `lock_timeout_seconds` and the run fails with StateLocked.
-    """
-    log = default_logger()
-    s3, backend, key = _state_bucket(backend_block, aws_block, stack)
-    raw = aws_tool.read_object(s3, backend.bucket, f"{key}.tflock")
-    if raw is None:
-        return None
-    lock = tf.lock_from_json(raw)
-    if lock is None:
-        log.warning("s3://%s/%s.tflock is not a Terraform lock; leaving it to Terraform", backend.bucket, key)
-        return None
-    reason = tf.stale_lock_reason(lock, stack, key)
-    if reason is None:
-        log.info("state of %s is locked (%s); its holder may be alive: waiting", stack, lock.describe())
-        return None
-    log.warning(
-        "releasing stale state lock %s of %s (Who %s, %s since %s): %s",
-        lock.id,
-        stack,
-        lock.who,
-        lock.operation or "?",
-        lock.created or "?",
-        reason,
-    )
-    workspace = tf.prepare_workspace(stack, {}, key)
-    try:
-        runner, backend = _runner(workspace, backend_block, aws_block)
-        config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
-        tf.init(runner, config, backend.lock_timeout_seconds)
-        tf.force_unlock(runner, lock.id)
-    finally:
-        tf.remove_workspace(workspace)
-    return lock
-
-
 @task(name="terraform-discard-plan", cache_policy=NO_CACHE)
 def discard_plan(summary: PlanSummary) -> None:
     """Delete the workspace of a plan that will not be applied."""
@@ -355,7 +294,8 @@ def destroy_now(
         runner, backend = _runner(workspace, backend_block, aws_block)
         config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
         tf.init(runner, config, backend.lock_timeout_seconds)
-        tf.destroy(runner, backend.lock_timeout_seconds)
+        with holding_lock(workspace.stack, backend_block, aws_block):
+            tf.destroy(runner, backend.lock_timeout_seconds)
     finally:
         tf.remove_workspace(workspace)
 

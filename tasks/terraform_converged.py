@@ -14,7 +14,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
-from tasks.terraform import ApplyResult, _state_bucket, state_key
+from tasks.terraform import ApplyResult
+from tasks.terraform_context import state_bucket as _state_bucket
+from tasks.terraform_context import state_key
 from tools import aws as aws_tool
 from tools import terraform_converged as conv
 from tools.errors import AwsError, retry_if_transient

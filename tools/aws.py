@@ -221,6 +221,10 @@ def write_object(s3: Any, bucket: str, key: str, body: bytes) -> None:
     call(f"put_object s3://{bucket}/{key}", s3.put_object, Bucket=bucket, Key=key, Body=body)
 
 
+def delete_object(s3: Any, bucket: str, key: str) -> None:
+    call(f"delete_object s3://{bucket}/{key}", s3.delete_object, Bucket=bucket, Key=key)
+
+
 def launch_template_facts(ec2: Any, launch_template_ids: Iterable[str]) -> list[LaunchTemplateFacts]:
     """Latest/default version and latest version's image of each launch template that exists (one that
     does not is left out)."""

@@ -12,7 +12,8 @@
     │   └── AppDown               ... and the previous one could not be restored: the app is down
     ├── BakeFailed                `packer validate/build` failed
     ├── TerraformError            any terraform sub-command failed
-    │   └── StateLocked           the state lock is held by someone else
+    │   ├── StateLocked           the state lock is held by someone else
+    │   └── TerraformStillRunning a dead run's terraform still works on the stack after our wait
     ├── AnsibleRunFailed          hosts failed or were unreachable (names them and their tasks)
     └── AwsError                  an AWS API call failed (boto3)
     InvalidInput (ValueError)     a parameter was rejected before any side effect
@@ -130,6 +131,11 @@ class StateLocked(TerraformError):
     """The Terraform state lock is held by another process."""
 
 
+class TerraformStillRunning(TerraformError):
+    """A terraform process on this host (left by a dead run) still works on the stack's state after the
+    backend's `running_wait_seconds`: no second apply is started beside it. The message names its pid."""
+
+
 class AnsibleRunFailed(ToolError):
     """The playbook failed on some hosts or some were unreachable."""
 
@@ -168,7 +174,9 @@ def looks_transient(text: str) -> bool:
 
 def is_transient(exc: BaseException) -> bool:
     """True when retrying the failed step can help. Auth errors, bad input and locks are permanent."""
-    if isinstance(exc, (InvalidInput, RegistryAuthError, StateLocked, ProcessCancelled)):
+    if isinstance(
+        exc, (InvalidInput, RegistryAuthError, StateLocked, TerraformStillRunning, ProcessCancelled)
+    ):
         return False
     if isinstance(exc, ToolError):
         return exc.transient

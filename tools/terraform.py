@@ -16,25 +16,29 @@ becomes `StateLocked` naming the holder, and outputs come from `output -json`, p
 from __future__ import annotations
 
 import json
-import os
-import pwd
 import re
-import shutil
-import socket
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from python_terraform import IsFlagged, Terraform
 
-from tools.errors import InvalidInput, StateLocked, TerraformError, ToolError, looks_transient
-from tools.process import BASE_ENV, ProcessResult, run, which
+from tools.errors import InvalidInput, TerraformError, ToolError
+from tools.process import ProcessResult, which
 from tools.redact import register_secret
-from tools.settings import INFRA_DIR
-from tools.stopping import StopPolicy, interrupt_once
+from tools.terraform_lock import (
+    HolderRecord,
+    LockInfo,
+    TerraformProcess,
+    holder_key,
+    live_terraform_processes,
+    lock_from_json,
+    parse_lock_info,
+    record_from_json,
+    stale_lock_reason,
+    state_writers,
+    this_holder,
+)
 from tools.terraform_plan import (
     AttributeChange,
     PlanSummary,
@@ -43,17 +47,28 @@ from tools.terraform_plan import (
     error_blocks,
     summarize_plan,
 )
+from tools.terraform_runner import TERRAFORM_ENV, Deadlines, Runner, cli_env
+from tools.terraform_workspace import (
+    TERRAFORM_DIR,
+    VAR_FILE,
+    check_variables,
+    declared_variables,
+    list_stacks,
+    prepare_workspace,
+    remove_workspace,
+    resolve_stack,
+    sweep_workspaces,
+)
 
-TERRAFORM_DIR = INFRA_DIR / "terraform"
 PLAN_FILE = "devops.tfplan"
-VAR_FILE = "devops.tfvars.json"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_STACK_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_VARIABLE = re.compile(r'^\s*variable\s+"([^"]+)"', re.MULTILINE)
-_HINT = "see Terraform's own message in the output lines above"
 
 __all__ = [
+    "TERRAFORM_DIR",
+    "TERRAFORM_ENV",
+    "VAR_FILE",
     "AttributeChange",
+    "Deadlines",
+    "HolderRecord",
     "LockInfo",
     "OutputValue",
     "TerraformProcess",
@@ -64,11 +79,15 @@ __all__ = [
     "apply",
     "apply_refresh_only",
     "backend_config",
+    "check_variables",
+    "cli_env",
     "command",
     "declared_variables",
     "destroy",
     "error_blocks",
     "force_unlock",
+    "holder_key",
+    "import_resource",
     "init",
     "live_terraform_processes",
     "lock_from_json",
@@ -77,114 +96,23 @@ __all__ = [
     "parse_lock_info",
     "plan",
     "prepare_workspace",
+    "record_from_json",
+    "remove_workspace",
     "resolve_stack",
     "show_plan",
     "slug",
     "stale_lock_reason",
+    "state_writers",
     "summarize_plan",
+    "sweep_workspaces",
     "this_holder",
 ]
-
-
-# --- models ------------------------------------------------------------------------------------
 
 
 class OutputValue(BaseModel):
     value: Any = None
     type: Any = None
     sensitive: bool = False
-
-
-class LockInfo(BaseModel):
-    id: str = ""
-    path: str = ""
-    operation: str = ""
-    who: str = ""
-    version: str = ""
-    created: str = ""
-
-    def describe(self) -> str:
-        who, op, since = self.who or "?", self.operation or "?", self.created or "?"
-        return f"lock {self.id or '?'} held by {who} ({op} since {since})"
-
-
-# --- stacks and workspaces ---------------------------------------------------------------------
-
-
-def list_stacks(base: Path = TERRAFORM_DIR) -> list[str]:
-    """Every directory under infra/terraform that holds .tf files, as a relative path."""
-    if not base.is_dir():
-        return []
-    found = {p.parent.relative_to(base).as_posix() for p in base.rglob("*.tf") if ".terraform" not in p.parts}
-    return sorted(found)
-
-
-def resolve_stack(stack: str, base: Path = TERRAFORM_DIR) -> Path:
-    """The stack directory for a relative path such as `scalac/internal-prod/xwiki`, or InvalidInput."""
-    valid = list_stacks(base)
-    parts = (stack or "").strip().strip("/").split("/")
-    if not stack or stack.startswith("/") or any(not _STACK_PART.match(p) or p in (".", "..") for p in parts):
-        raise InvalidInput(f"invalid stack path {stack!r}; valid stacks: {', '.join(valid) or '(none)'}")
-    rel = "/".join(parts)
-    if rel not in valid:
-        raise InvalidInput(f"unknown stack {stack!r}; valid stacks under infra/terraform: {', '.join(valid)}")
-    return base / rel
-
-
-def declared_variables(stack_dir: Path) -> set[str]:
-    return {m for tf in stack_dir.glob("*.tf") for m in _VARIABLE.findall(tf.read_text())}
-
-
-def check_variables(stack_dir: Path, variables: Mapping[str, str]) -> None:
-    declared = declared_variables(stack_dir)
-    for name in variables:
-        if not _NAME.match(name) or name not in declared:
-            raise InvalidInput(
-                f"variable {name!r} is not declared by the stack; valid: {', '.join(sorted(declared))}"
-            )
-
-
-def prepare_workspace(
-    stack: str, variables: Mapping[str, str] | None, state_key: str, base: Path = TERRAFORM_DIR
-) -> Workspace:
-    """Copy infra/terraform to a private temp dir (so runs never share `.terraform/` or plan files) and
-    write the variables to a 0600 JSON var file there."""
-    stack_dir = resolve_stack(stack, base)
-    check_variables(stack_dir, variables or {})
-    root = Path(tempfile.mkdtemp(prefix="devops-tf-"))
-    shutil.copytree(
-        base, root / "terraform", ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan")
-    )
-    path = root / "terraform" / stack_dir.relative_to(base)
-    fd = os.open(path / VAR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(variables or {}), fh)
-    return Workspace(
-        stack=stack_dir.relative_to(base).as_posix(), root=str(root), path=str(path), state_key=state_key
-    )
-
-
-def remove_workspace(workspace: Workspace) -> None:
-    shutil.rmtree(workspace.root, ignore_errors=True)
-
-
-def cli_env() -> dict[str, str]:
-    """TF_CLI_CONFIG_FILE / TF_PLUGIN_CACHE_DIR for Terraform: the environment's when its CLI config exists,
-    else the sandbox's (the machine may export a TF_CLI_CONFIG_FILE that does not exist; the sandbox's
-    config points at the offline provider mirror)."""
-    from tools.settings import load_env
-
-    current = os.environ.get("TF_CLI_CONFIG_FILE", "")
-    if current and Path(current).is_file():
-        return {}
-    sandbox = load_env()
-    if sandbox.get("TF_CLI_CONFIG_FILE") and Path(sandbox["TF_CLI_CONFIG_FILE"]).is_file():
-        env = {"TF_CLI_CONFIG_FILE": sandbox["TF_CLI_CONFIG_FILE"]}
-        if sandbox.get("TF_PLUGIN_CACHE_DIR"):
-            Path(sandbox["TF_PLUGIN_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
-            env["TF_PLUGIN_CACHE_DIR"] = sandbox["TF_PLUGIN_CACHE_DIR"]
-        return env
-    return {}
 
 
 def slug(stack: str) -> str:
@@ -217,178 +145,6 @@ def command(cmd: str, *args: str, **options: Any) -> list[str]:
     tf = Terraform(terraform_bin_path=which("terraform", hint="install Terraform >= 1.10 (scripts/setup)"))
     options.setdefault("no_color", IsFlagged)
     return [str(a) for a in tf.generate_cmd_string(cmd, *args, **options)]
-
-
-_LOCK_FIELD = re.compile(r"^\s*(ID|Path|Operation|Who|Version|Created):\s*(.*)$")
-
-
-def parse_lock_info(lines: Iterable[str]) -> LockInfo | None:
-    """The `Lock Info:` block of Terraform's "Error acquiring the state lock", or None."""
-    lines = list(lines)
-    if not any("Error acquiring the state lock" in line for line in lines):
-        return None
-    info: dict[str, str] = {}
-    for line in lines:
-        match = _LOCK_FIELD.match(line)
-        if match and match.group(1).lower() not in info:
-            info[match.group(1).lower()] = match.group(2).strip()
-    return LockInfo(**info)
-
-
-def lock_from_json(raw: str | bytes) -> LockInfo | None:
-    """The lock object of Terraform's S3 backend (`<state key>.tflock`: ID, Operation, Who, Created...)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    fields = set(LockInfo.model_fields)
-    return LockInfo(**{k.lower(): str(v) for k, v in data.items() if k.lower() in fields})
-
-
-def this_holder() -> str:
-    """What Terraform writes as `Who` when this process's user on this host takes a lock: user@hostname."""
-    try:
-        user = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        user = ""
-    return f"{user}@{socket.gethostname()}"
-
-
-class TerraformProcess(BaseModel):
-    pid: int
-    cwd: str
-    argv: list[str]
-    state_key: str | None = Field(None, description="Backend key of its working directory, when readable")
-
-
-def live_terraform_processes(stack: str, proc: Path = Path("/proc")) -> list[TerraformProcess]:
-    """Every live `terraform` process on this host whose working directory is a copy of `stack`
-    (`.../<stack>`, e.g. a flow's private workspace or infra/terraform itself). Zombies do not count;
-    a process whose directory cannot be read counts (it might be one). Its state key comes from the
-    directory's backend (`.terraform/terraform.tfstate`) or, during `init`, from its command line."""
-    suffix = "/" + stack.strip("/")
-    found = []
-    for entry in proc.iterdir() if proc.is_dir() else []:
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
-            if not argv or Path(argv[0]).name != "terraform":
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-                continue
-        except OSError:
-            continue  # gone meanwhile
-        try:
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            cwd = "?"
-        if cwd != "?" and not cwd.removesuffix(" (deleted)").endswith(suffix):
-            continue
-        key = None
-        try:
-            backend = json.loads((entry / "cwd" / ".terraform" / "terraform.tfstate").read_text())
-            key = ((backend.get("backend") or {}).get("config") or {}).get("key")
-        except (OSError, ValueError, AttributeError):
-            # not initialised yet: an `init` names its key on its command line (-backend-config=key=...)
-            key = next((a.split("=", 2)[2] for a in argv if a.startswith("-backend-config=key=")), None)
-        found.append(TerraformProcess(pid=int(entry.name), cwd=cwd, argv=argv, state_key=key))
-    return found
-
-
-def stale_lock_reason(lock: LockInfo, stack: str, state_key: str, holder: str | None = None) -> str | None:
-    """Why `lock` is provably stale, or None when it may be live. Stale only when it was taken by this
-    user on this host (`Who` == user@hostname) and no live terraform process here works on this stack's
-    state (a process on the same stack whose backend key cannot be read counts as live)."""
-    me = holder or this_holder()
-    if not lock.id or lock.who != me:
-        return None
-    live = [p for p in live_terraform_processes(stack) if p.state_key in (None, state_key)]
-    if live:
-        return None
-    return (
-        f"it was taken by {lock.who} (this user on this host) and no terraform process on this host is "
-        f"working on {stack} ({state_key}): its holder is dead"
-    )
-
-
-# What Terraform may take from the worker's environment: its own settings and the AWS SDK's (a worker on
-# AWS may get its credentials from the environment, e.g. a container role); never anything else.
-TERRAFORM_ENV = (*BASE_ENV, "TF_*", "AWS_*", "CHECKPOINT_DISABLE")
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """How long each kind of Terraform command may run, and how long its graceful stop may take after
-    the one SIGINT (cancel or deadline) before SIGKILL. Reads (init, plan, show, output) and writes
-    (apply, destroy, import, force-unlock) differ: a large apply takes long, and its graceful stop
-    finishes the provider calls in flight and writes the state, which must not be cut short."""
-
-    plan_seconds: float = 900
-    apply_seconds: float = 3600
-    plan_stop_seconds: float = 120
-    apply_stop_seconds: float = 900
-
-    def timeout(self, writes: bool) -> float:
-        return self.apply_seconds if writes else self.plan_seconds
-
-    def stop(self, writes: bool) -> StopPolicy:
-        return interrupt_once(self.apply_stop_seconds if writes else self.plan_stop_seconds)
-
-
-class Runner:
-    """Runs one workspace's commands with the same environment, deadlines and cancel callback."""
-
-    def __init__(
-        self,
-        workspace: Workspace,
-        *,
-        env: Mapping[str, str] | None = None,
-        secret_env: Mapping[str, str] | None = None,
-        deadlines: Deadlines = Deadlines(),
-        should_cancel: Callable[[], bool] | None = None,
-        logger=None,  # noqa: ANN001
-    ) -> None:
-        self.workspace = workspace
-        self.env = {"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", **cli_env(), **(env or {})}
-        self.secret_env = dict(secret_env or {})
-        for value in self.secret_env.values():
-            register_secret(value)
-        self.deadlines, self.should_cancel, self.logger = deadlines, should_cancel, logger
-
-    def __call__(self, argv: list[str], what: str, writes: bool = False, **kwargs: Any) -> ProcessResult:
-        """Run one command; `writes` marks the commands that write state (apply's deadlines)."""
-        try:
-            return run(
-                argv,
-                cwd=self.workspace.path,
-                env=self.env,
-                inherit=TERRAFORM_ENV,
-                secret_env=self.secret_env,
-                timeout=self.deadlines.timeout(writes),
-                stop=self.deadlines.stop(writes),
-                should_cancel=self.should_cancel,
-                logger=self.logger,
-                error=TerraformError,
-                what=what,
-                hint=_HINT,
-                **kwargs,
-            )
-        except TerraformError as exc:
-            lock = parse_lock_info(exc.tail)
-            if lock is not None:
-                raise StateLocked(
-                    f"{what}: the state of {self.workspace.stack} is locked: {lock.describe()}",
-                    argv=exc.argv,
-                    exit_code=exc.exit_code,
-                    tail=exc.tail,
-                    hint=f"wait for the holder to finish; if it is dead: terraform force-unlock {lock.id}",
-                ) from exc
-            if looks_transient("\n".join(exc.tail)):
-                exc.transient = True
-            raise
 
 
 def init(runner: Runner, backend: Mapping[str, str], lock_timeout: int = 30) -> ProcessResult:
@@ -469,6 +225,16 @@ def apply_refresh_only(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
         lock_timeout=f"{lock_timeout}s",
     )
     return runner(argv, "terraform apply -refresh-only")
+
+
+def import_resource(runner: Runner, address: str, resource_id: str, lock_timeout: int = 30) -> ProcessResult:
+    """`terraform import ADDRESS ID`: bring an object that exists in AWS into the state (a state write)."""
+    if not re.match(r"^[A-Za-z0-9_.\[\]\"-]+$", address) or not re.match(r"^[A-Za-z0-9_.:/-]+$", resource_id):
+        raise InvalidInput(f"not a Terraform address and id: {address!r} {resource_id!r}")
+    argv = command(
+        "import", address, resource_id, input=False, var_file=VAR_FILE, lock_timeout=f"{lock_timeout}s"
+    )
+    return runner(argv, f"terraform import {address}", writes=True)
 
 
 def destroy(runner: Runner, lock_timeout: int = 30) -> ProcessResult:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 
@@ -14,6 +15,7 @@ from blocks import AWS_BLOCK, TerraformBackend
 from tasks.terraform import apply_plan, destroy_now, plan_now
 from tools import terraform as tf
 from tools.errors import InvalidInput, StateLocked
+from tools.identity import ProcessRef, this_host
 
 pytestmark = pytest.mark.integration
 SMOKE = "sandbox/smoke"
@@ -150,7 +152,11 @@ def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
     different state key, read from its .terraform/terraform.tfstate)."""
     stack_dir = workdir / "terraform" / "x" / "live-stack"
     stack_dir.mkdir(parents=True)
-    lock = tf.LockInfo(id="1", who=tf.this_holder())
+    dead = subprocess.Popen(["true"])  # noqa: S607 - a pid that is gone: the record's holder is dead
+    dead.wait()
+    now = datetime.now(UTC)
+    lock = tf.LockInfo(id="1", who=tf.this_holder(), created=now.isoformat())
+    holder = tf.HolderRecord(process=ProcessRef(identity=this_host(), pid=dead.pid), started=now)
     proc = subprocess.Popen(
         ["terraform", "console"],
         cwd=stack_dir,
@@ -164,12 +170,12 @@ def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
         while not tf.live_terraform_processes("x/live-stack"):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
-        assert tf.stale_lock_reason(lock, "x/live-stack", "k") is None
+        assert tf.stale_lock_reason(lock, holder, "x/live-stack", "k") is None
         (stack_dir / ".terraform").mkdir()
         backend = '{"backend": {"config": {"key": "other"}}}'
         (stack_dir / ".terraform" / "terraform.tfstate").write_text(backend)
-        assert tf.stale_lock_reason(lock, "x/live-stack", "k")  # a live process, but on another state
+        assert tf.stale_lock_reason(lock, holder, "x/live-stack", "k")  # a live process, but on another state
     finally:
         proc.kill()
         proc.wait(timeout=30)
-    assert "holder is dead" in tf.stale_lock_reason(lock, "x/live-stack", "k")
+    assert "holder is dead" in tf.stale_lock_reason(lock, holder, "x/live-stack", "k")

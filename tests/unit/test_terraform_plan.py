@@ -175,14 +175,6 @@ def test_lock_object_from_s3_is_parsed():
     assert tf.lock_from_json("not json") is None and tf.lock_from_json("[1]") is None
 
 
-def test_a_lock_of_another_user_or_host_is_never_stale():
-    lock = tf.LockInfo(id="1", who="someone@elsewhere")
-    assert tf.stale_lock_reason(lock, "no/such/stack-for-test", "k") is None
-    assert tf.stale_lock_reason(tf.LockInfo(id="", who=tf.this_holder()), "no/such/stack", "k") is None
-    mine = tf.LockInfo(id="1", who=tf.this_holder())
-    assert "holder is dead" in tf.stale_lock_reason(mine, "no/such/stack-for-test", "k")
-
-
 def test_fingerprint_follows_files_variables_and_context(tmp_path):
     (tmp_path / "stack").mkdir()
     (tmp_path / "stack" / "main.tf").write_text('variable "x" {}\n')

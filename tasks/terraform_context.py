@@ -1,0 +1,59 @@
+"""What every Terraform task builds first: the backend block, the environment for Terraform (AWS keys as
+secret environment only; the endpoint, when set, switches the stack's provider to the sandbox through
+TF_VAR_aws_endpoint), a Runner for a workspace, and an S3 client for the state bucket."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blocks import AwsCredentials, TerraformBackend
+from blocks.environment import aws_environment
+from tools import terraform as tf
+from tools.process import default_logger
+from tools.terraform import Workspace
+
+__all__ = ["deadlines", "runner_for", "state_bucket", "state_key", "terraform_context"]
+
+
+def terraform_context(
+    backend_block: str, aws_block: str
+) -> tuple[TerraformBackend, dict[str, str], dict[str, str]]:
+    backend = TerraformBackend.load(backend_block)
+    aws = AwsCredentials.load(aws_block)
+    env, secret_env = aws_environment(aws, backend.region)
+    env["TF_VAR_aws_region"] = env.get("AWS_REGION", "")
+    env["TF_VAR_aws_endpoint"] = aws.aws_client_parameters.endpoint_url or ""
+    return backend, env, secret_env
+
+
+def deadlines(backend: TerraformBackend) -> tf.Deadlines:
+    return tf.Deadlines(
+        plan_seconds=backend.plan_timeout_seconds,
+        apply_seconds=backend.apply_timeout_seconds,
+        plan_stop_seconds=backend.plan_stop_seconds,
+        apply_stop_seconds=backend.apply_stop_seconds,
+    )
+
+
+def runner_for(
+    workspace: Workspace, backend_block: str, aws_block: str
+) -> tuple[tf.Runner, TerraformBackend]:
+    backend, env, secret_env = terraform_context(backend_block, aws_block)
+    runner = tf.Runner(
+        workspace, env=env, secret_env=secret_env, deadlines=deadlines(backend), logger=default_logger()
+    )
+    return runner, backend
+
+
+def state_key(backend: TerraformBackend, stack: str) -> str:
+    return f"{backend.key_prefix}{stack}/terraform.tfstate"
+
+
+def state_bucket(backend_block: str, aws_block: str, stack: str) -> tuple[Any, TerraformBackend, str]:
+    """An S3 client for the state bucket (prefect-aws caches it per credentials in this process), the
+    backend, and the stack's state key."""
+    backend = TerraformBackend.load(backend_block)
+    creds = AwsCredentials.load(aws_block)
+    params = creds.aws_client_parameters.model_copy(update={"endpoint_url": backend.endpoint_url or None})
+    s3 = creds.model_copy(update={"aws_client_parameters": params}).get_client("s3")
+    return s3, backend, state_key(backend, stack)
