@@ -77,6 +77,7 @@ LONGEST_FIRST = (
     "tests/reliability/test_rollout_kill_points_sigkill.py",
     "tests/reliability/test_faults.py",
     "tests/e2e/test_scale_out.py",
+    "tests/reliability/test_dead_runs.py",
     "tests/e2e/test_rollout.py",
     "tests/e2e/test_worker_image.py",
     "tests/test_bench_quick.py",
