@@ -42,9 +42,9 @@ def _time_commands(commands: dict[str, list[float]]) -> None:
     """Wrap the process runner where the tool modules imported it, to time each command."""
     import tools.ansible
     import tools.packer
-    import tools.terraform
+    import tools.terraform_runner
 
-    for module in (tools.ansible, tools.packer, tools.terraform):
+    for module in (tools.ansible, tools.packer, tools.terraform_runner):
         original = module.run
 
         def timed(argv, *args: Any, _original=original, **kwargs: Any):  # noqa: ANN001, ANN202
