@@ -167,25 +167,29 @@ def _rollout_failed(
     asg = outcome.result.value("autoscaling_group_name") if outcome.result else None
     now = "unknown"
     restored = False
+    state = None
     if lt_id:
         try:
             state = aws_tasks.launch_template_now(lt_id, asg, aws_block)
             now = f"launch template {lt_id} version {state.latest_version} uses {state.latest_image_id}"
             restored = state.latest_image_id == previous
-            if restored and refresh.enabled and state.asg_name:
-                back = refresh_instances(
-                    state.asg_name,
-                    lt_id,
-                    str(state.latest_version),
-                    previous,
-                    refresh.model_copy(update={"health": HealthGate(check="ec2")}),
-                    aws_block,
-                )
-                now += f"; instances of {state.asg_name}: " + ", ".join(
-                    f"{i} on {image}" for i, image in back.instances.items()
-                )
         except Exception as again:  # noqa: BLE001 - report the rollout's cause, not this
             now = f"launch template {lt_id}: could not be read ({again})"
+    if restored and refresh.enabled and state is not None and state.asg_name:
+        try:
+            back = refresh_instances(
+                state.asg_name,
+                lt_id,
+                str(state.latest_version),
+                previous,
+                refresh.model_copy(update={"health": HealthGate(check="ec2")}),
+                aws_block,
+            )
+            now += f"; instances of {state.asg_name}: " + ", ".join(
+                f"{i} on {image}" for i, image in back.instances.items()
+            )
+        except Exception as again:  # noqa: BLE001 - report the rollout's cause, and this next to it
+            now += f"; instances of {state.asg_name} NOT all back on {previous}: {again}"
     message = (
         f"rollout of {baked.ami_id} to {outcome.stack} failed after the launch template changed: {cause}; "
         + (

@@ -148,8 +148,6 @@ def _refresh_on_aws(
     autoscaling,
     ec2,
     group: str,
-    lt_id: str,
-    version: str,
     image_id: str,
     spec: RefreshSpec,
     refresh_id: str,
@@ -221,9 +219,7 @@ def refresh_instances(
     refresh_id = refresh.start(autoscaling, request)
     if refresh_id is not None:
         log.info("instance refresh %s of %s started (AWS)", refresh_id, group)
-        _refresh_on_aws(
-            autoscaling, ec2, group, launch_template_id, version, image_id, spec, refresh_id, progress_id
-        )
+        _refresh_on_aws(autoscaling, ec2, group, image_id, spec, refresh_id, progress_id)
         method, batches = "aws", []
     else:
         log.info(
