@@ -33,6 +33,7 @@ from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
 from tasks.instance_refresh import HealthGate, RefreshReport, RefreshSpec, refresh_instances
 from tasks.packer import BakeResult
+from tasks.task_runner import is_cancel
 from tools import terraform as tf
 from tools.aws import LaunchTemplateState
 from tools.errors import InvalidInput, RolloutFailed, ToolError
@@ -122,8 +123,8 @@ def ami_rollout(
                 )
     except Exception as exc:
         previous = _previous_ami(outcome.plan) if outcome is not None and outcome.applied else None
-        if previous is None:
-            raise  # nothing we changed to undo (or the apply restored it itself, see its logs)
+        if previous is None or is_cancel(exc):
+            raise  # nothing we changed to undo (or the apply restored it itself); a cancel: the rerun decides
         raise _rollout_failed(exc, outcome, baked, previous, aws_block, request.refresh) from exc
     previous = _previous_ami(outcome.plan)
     create_markdown_artifact(

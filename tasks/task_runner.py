@@ -8,11 +8,32 @@ the tools its threads run to stop by their own protocol (one SIGINT to Terraform
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+from prefect.exceptions import TerminationSignal
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tools.errors import ProcessCancelled
 from tools.process import default_logger, stop_runs_in
+
+
+def is_cancel(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what caused it) is the run being cancelled or the process being told to stop:
+    Prefect's TerminationSignal, a KeyboardInterrupt, or a tool we stopped for that reason. Nothing may
+    start a change after it (no rollback apply in a process about to be killed): the rerun finishes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (TerminationSignal, KeyboardInterrupt, ProcessCancelled)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def cancelling() -> bool:
+    """Whether the exception being handled right now (e.g. in a transaction's rollback hook) is a cancel."""
+    return is_cancel(sys.exc_info()[1])
 
 
 class StoppingThreadPoolTaskRunner(ThreadPoolTaskRunner):

@@ -17,6 +17,7 @@ from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
+from tasks.task_runner import cancelling
 from tasks.terraform_adopt import adopt_orphans
 from tasks.terraform_context import runner_for as _runner
 from tasks.terraform_context import state_key
@@ -197,8 +198,12 @@ def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None
 
 
 def _restore_on_rollback(txn: Transaction) -> None:
-    """on_rollback of terraform-apply: a later step of the enclosing transaction failed."""
+    """on_rollback of terraform-apply: a later step of the enclosing transaction failed. Not on a cancel:
+    the process is about to be stopped, an apply started now would be killed half-way; the rerun decides."""
     raw = txn.get("restore", None)
+    if raw and cancelling():
+        default_logger().warning("cancelled: %s is left as applied; the next run decides", raw.get("stack"))
+        return
     if raw:
         restore_now(RestoreSpec.model_validate(raw), hold_slot=True)
 

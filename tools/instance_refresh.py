@@ -30,6 +30,7 @@ UNSUPPORTED_CODES = frozenset(
     {"NotImplemented", "NotImplementedException", "InvalidAction", "UnknownOperation"}
 )
 IN_SERVICE = "InService"
+IN_PROGRESS = "InstanceRefreshInProgress"
 
 
 class Preferences(BaseModel):
@@ -103,14 +104,42 @@ def unsupported(exc: BaseException) -> bool:
 
 
 def start(autoscaling: Any, request: dict[str, Any]) -> str | None:
-    """Start the refresh; its id, or None when the endpoint does not implement the API."""
+    """Start the refresh; its id, or None when the endpoint does not implement the API.
+
+    A refresh started by a run that was cancelled goes on without it: AWS then answers
+    InstanceRefreshInProgress. If that refresh targets the same launch template version, its id is
+    returned and the caller follows it; one to another version, or one being cancelled, keeps the error."""
     try:
         started = call("start_instance_refresh", autoscaling.start_instance_refresh, **request)
         return started["InstanceRefreshId"]
     except AwsError as exc:
-        if exc.__cause__ is not None and unsupported(exc.__cause__):
+        cause = exc.__cause__
+        if cause is not None and unsupported(cause):
             return None
+        if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") == IN_PROGRESS:
+            running = same_refresh_running(autoscaling, request)
+            if running is not None:
+                return running
         raise
+
+
+def same_refresh_running(autoscaling: Any, request: dict[str, Any]) -> str | None:
+    """The id of the group's pending or running refresh to the same launch template version, if any."""
+    wanted = request["DesiredConfiguration"]["LaunchTemplate"]
+    found = call(
+        "describe_instance_refreshes",
+        autoscaling.describe_instance_refreshes,
+        AutoScalingGroupName=request["AutoScalingGroupName"],
+    )["InstanceRefreshes"]
+    for item in found:
+        target = (item.get("DesiredConfiguration") or {}).get("LaunchTemplate") or {}
+        if (
+            item.get("Status") in ("Pending", "InProgress")
+            and target.get("LaunchTemplateId") == wanted["LaunchTemplateId"]
+            and str(target.get("Version")) == str(wanted["Version"])
+        ):
+            return item["InstanceRefreshId"]
+    return None
 
 
 def instance_status(ec2: Any, instance_ids: list[str]) -> dict[str, str]:

@@ -223,6 +223,7 @@ def run(
     stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
     stdout_lines: list[str] = []
     lock = threading.Lock()
+    handler_failed = threading.Event()
 
     def sink(stream: str, line: str) -> None:
         line = redact(line)
@@ -233,7 +234,12 @@ def run(
             elif capture_stdout:
                 stdout_lines.append(line)
         if on_line is not None:
-            on_line(stream, line)
+            try:
+                on_line(stream, line)
+            except Exception:  # a caller's handler must not stop the following (Packer's artifact line)
+                if not handler_failed.is_set():
+                    handler_failed.set()
+                    log.exception("%s: the line handler failed (logged once; output still followed)", label)
         if log_line is None or log_line(stream, line):
             log.info("%s", line)
 

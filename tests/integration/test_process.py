@@ -148,3 +148,20 @@ def test_prefect_cancel_of_a_served_flow_run_leaves_no_process(
             time.sleep(0.2)
         assert not pid_alive(parent) and not pid_alive(child), "the process tree outlived the cancel"
         assert (tmp_path / "parent-got-sigint").exists(), "the tool was not sent SIGINT first"
+
+
+def test_a_failing_line_handler_does_not_stop_the_following() -> None:
+    """A caller's handler that raises (e.g. a refused progress update) is logged once; every later line,
+    like Packer's artifact line at the end, still reaches the caller and the tail."""
+    seen: list[str] = []
+
+    def handler(stream: str, line: str) -> None:
+        seen.append(line)
+        if line.startswith("progress"):
+            raise RuntimeError("artifact update refused")
+
+    result = process.run(
+        ["sh", "-c", "echo progress 1; echo progress 2; echo artifact,ami-1"], on_line=handler
+    )
+    assert seen == ["progress 1", "progress 2", "artifact,ami-1"]
+    assert result.tail[-1] == "artifact,ami-1"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 from botocore.parsers import ResponseParserError
+from botocore.stub import Stubber
 
 from tasks.instance_refresh import HealthGate
-from tools.errors import InvalidInput
+from tools import instance_refresh as refresh
+from tools.errors import AwsError, InvalidInput
 from tools.instance_refresh import Preferences, batch_size, refresh_request, unsupported
 
 
@@ -82,3 +85,46 @@ def test_the_health_gate_is_bounded_before_anything_runs() -> None:
         HealthGate(check="http", url_template="http://{private_ip}/{__class__}").check_inputs()
     with pytest.raises(ValueError, match="pattern"):
         HealthGate(check="http", url_template="file:///etc/passwd")
+
+
+def _stubbed_autoscaling(running: list[dict]) -> tuple[object, Stubber]:
+    """A real boto3 client whose answers are botocore's Stubber: AWS's instance refresh API cannot be
+    produced here (moto does not implement it)."""
+    client = boto3.client(
+        "autoscaling", region_name="eu-central-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    stubber = Stubber(client)
+    stubber.add_client_error(
+        "start_instance_refresh", "InstanceRefreshInProgress", "An Instance Refresh is already in progress"
+    )
+    stubber.add_response(
+        "describe_instance_refreshes", {"InstanceRefreshes": running}, {"AutoScalingGroupName": "g"}
+    )
+    stubber.activate()
+    return client, stubber
+
+
+def _running(status: str, version: str) -> dict:
+    return {
+        "InstanceRefreshId": "r-1",
+        "AutoScalingGroupName": "g",
+        "Status": status,
+        "DesiredConfiguration": {"LaunchTemplate": {"LaunchTemplateId": "lt-1", "Version": version}},
+    }
+
+
+def test_a_rerun_follows_the_refresh_a_cancelled_run_left_running_to_the_same_version() -> None:
+    client, stubber = _stubbed_autoscaling([_running("InProgress", "3")])
+    assert refresh.start(client, refresh_request("g", "lt-1", "3", Preferences())) == "r-1"
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(
+    ("status", "version"), [("InProgress", "2"), ("Cancelling", "3"), ("Successful", "3")]
+)
+def test_a_running_refresh_to_another_version_or_being_cancelled_keeps_aws_error(
+    status: str, version: str
+) -> None:
+    client, _ = _stubbed_autoscaling([_running(status, version)])
+    with pytest.raises(AwsError, match="InstanceRefreshInProgress"):
+        refresh.start(client, refresh_request("g", "lt-1", "3", Preferences()))
