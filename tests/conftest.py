@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.ports import free_port
 from tools.settings import REPO_ROOT, apply_env, load_env
 
 # One label key per pytest process (an xdist worker has its own) and per scripts/test session, so a session
@@ -37,12 +37,6 @@ os.environ.setdefault("DEVOPS_ANSIBLE_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("PREFECT_LOGGING_TO_API_BATCH_INTERVAL", "0.3")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # A shell started without job control (`cmd &` in a script) runs its background jobs with SIGINT ignored,
 # and ignored signals are inherited: every child would ignore SIGINT and the SIGINT-first stop of our
 # process runner could not be tested. A handler set here is reset to the default in each child.
@@ -51,13 +45,12 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 # Prefect reads its settings when first imported (its log worker thread too): point it at the session's
 # server before any test module imports prefect. The server itself starts lazily (`prefect_server`).
-_PREFECT_PORT = _free_port()
+_PREFECT_PORT = free_port()
 _PREFECT_HOME = tempfile.mkdtemp(prefix="devops-flows-prefect-")
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 
 
-free_port = _free_port
 
 
 def pytest_configure(config: pytest.Config) -> None:
