@@ -18,6 +18,7 @@ from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK
+from tasks import audit
 from tasks.aws import find_baked_image, record_bake, resolve_source_ami
 from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
 from tasks.packer import BakePlan, BakeResult, plan_bake, run_bake
@@ -80,6 +81,15 @@ def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
             else _tags(plan, digest, commit)
         )
         record_bake(result.ami_id, tags, aws_block)
+    audit.record(
+        "ami",
+        "reused" if result.reused else "baked",
+        result.ami_id,
+        host=host,
+        content_hash=digest,
+        git_commit=result.git_commit,
+        region=result.region,
+    )
     create_markdown_artifact(
         key=f"bake-{spec.host}",
         markdown="\n".join(

@@ -14,6 +14,7 @@ from prefect import flow
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 from blocks import VAULT_BLOCK
+from tasks import audit
 from tasks.ansible import publish_recap, run_playbook
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tools.ansible import PlaybookResult, PlaybookSpec
@@ -98,5 +99,9 @@ def refresh_servers(
     spec = target.spec(check=check, diff=diff)
     result = run_playbook(spec, vault_block=vault_block, timeout_seconds=timeout_seconds)
     publish_recap(result, key="refresh-recap")
+    if not check:
+        for host in result.hosts:
+            if host.changed > 0:
+                audit.record("host", "changed", host.host, changed_tasks=host.changed, failed=host.broken)
     result.raise_for_failures()
     return result

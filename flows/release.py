@@ -21,6 +21,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
 from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
+from tasks import audit
 from tasks.build_cache import hash_build_inputs, reuse_built_image, tagged_with_inputs
 from tasks.containers import discard_previous, notify_app_down, restore_previous
 from tasks.release import (
@@ -108,6 +109,7 @@ def deploy_app(params: DeployParams) -> DeployResult:
                     exc.message,
                     had_previous=bool(started["replaced"]),
                 )
+                audit.record("app", "restored", params.app_name, failed_image=params.image_reference)
             except AppDown as down:
                 if params.notify_block:
                     notify_app_down(params.notify_block, params.app_name, str(down))
@@ -125,6 +127,15 @@ def deploy_app(params: DeployParams) -> DeployResult:
         unchanged=started["unchanged"],
     )
     deploy_report(params, result)
+    if not result.unchanged:
+        audit.record(
+            "app",
+            "deployed",
+            params.app_name,
+            image=params.image_reference,
+            container_id=result.container_id,
+            replaced=result.replaced,
+        )
     return result
 
 

@@ -21,6 +21,7 @@ from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK
+from tasks import audit
 from tasks.aws import clients
 from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
 from tools import aws, aws_refs
@@ -119,6 +120,7 @@ def _deregister_checked(
                 update={"action": "keep (referenced since the decision)", "reason": "; ".join(reasons)}
             )
         aws.deregister(ec2, now)
+        audit.record("ami", "deregistered", row.image_id, host=row.host, snapshots=now.snapshot_ids)
         return row.model_copy(update={"snapshots": now.snapshot_ids})
 
 

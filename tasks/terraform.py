@@ -17,6 +17,7 @@ from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
+from tasks import audit
 from tasks.task_runner import cancelling
 from tasks.terraform_adopt import adopt_orphans
 from tasks.terraform_context import runner_for as _runner
@@ -181,7 +182,7 @@ def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None
             discard_plan.fn(summary)
             log.warning("rollback: %s already has the previous values", spec.stack)
             return None
-        result = apply_plan.fn(summary, spec.backend_block, spec.aws_block)
+        result = apply_plan.fn(summary, spec.backend_block, spec.aws_block, restoring=spec.restored)
         log.warning("rollback of %s applied: %s", spec.stack, spec.restored)
         return result
 
@@ -218,6 +219,7 @@ def apply_plan(
     backend_block: str = TF_BACKEND_BLOCK,
     aws_block: str = AWS_BLOCK,
     restore: dict[str, str] | None = None,
+    restoring: dict[str, str] | None = None,
 ) -> ApplyResult:
     """Apply exactly the saved plan of `summary` (never a fresh plan; never retried), then read outputs.
     A plan that changes no resource (`summary.refresh_only`: drift, outputs) is applied with
@@ -227,7 +229,8 @@ def apply_plan(
     "aws_launch_template.xwiki-lt.image_id"}`) arms a rollback: if a later task of the enclosing Prefect
     `transaction()` fails, this task's on_rollback re-applies the stack with those variables set to the
     attributes' values before this apply. If the apply itself fails part-way (it may have changed them
-    already), the previous values are re-applied here before the error is raised.
+    already), the previous values are re-applied here before the error is raised. `restoring` marks the
+    apply of a rollback (the values it puts back), for the audit event.
     """
     if summary.workspace is None:
         raise ValueError("apply_plan needs a summary from plan_stack(keep_plan=True)")
@@ -257,6 +260,20 @@ def apply_plan(
         result = ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
     finally:
         tf.remove_workspace(workspace)
+    audit.record(
+        "stack",
+        "rolled-back" if restoring else "applied",
+        summary.stack,
+        add=summary.add,
+        change=summary.change,
+        destroy=summary.destroy,
+        refresh_only=summary.refresh_only,
+        changed=[r.address for r in summary.resources],
+        restored=restoring,
+        launch_template_id=result.value("launch_template_id"),
+        launch_template_version=result.value("launch_template_latest_version"),
+        autoscaling_group=result.value("autoscaling_group_name"),
+    )
     if spec is not None:
         txn = get_transaction()
         if txn is not None:

@@ -6,12 +6,14 @@ import re
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from blocks import Secret
 from flows.refresh import AnsibleTarget, refresh_servers
+from tests.audit_events import audit_events
 from tests.conftest import TEST_LABEL, read_flow_run_logs
 from tests.sshd import SshServer, client_key, flow_run_artifacts, free_port, ssh_host_line, wait_http_ok
 from tools.ansible import PDD_PREFIX
@@ -46,6 +48,7 @@ def test_self_healing_container_and_vault_secrecy(blocks, docker_client, workdir
     assert first.hosts[0].host == "xwiki"
 
     container.remove(force=True)  # evil spirits
+    started = datetime.now(UTC)
     state = refresh_servers(target=target, return_state=True)
     healed = state.result()
     [recap] = healed.hosts
@@ -55,6 +58,16 @@ def test_self_healing_container_and_vault_secrecy(blocks, docker_client, workdir
 
     again = refresh_servers(target=target)
     assert again.hosts[0].changed == 0, again.changes
+
+    # the audit trail: the healing run changed the host (an event naming it); the unchanged run did not
+    run_ref = f"prefect.flow-run.{state.state_details.flow_run_id}"
+    trail = audit_events("devops.host.xwiki", started, {"devops.host.changed"})
+    assert [
+        e["payload"]["changed_tasks"]
+        for e in trail
+        if any(r["prefect.resource.id"] == run_ref for r in e["related"])
+    ] == [recap.changed], trail
+    assert len(trail) == 1, trail  # nothing from the unchanged run
 
     # the secrets never show: logs, artifacts, the result, what is left on disk
     flow_run_id = state.state_details.flow_run_id

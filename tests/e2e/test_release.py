@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from prefect_docker import DockerRegistryCredentials
 
 from flows.release import ReleaseParams, build_app, publish_image, release
 from tasks.release import BuildParams, HealthCheck, PortMapping, PublishParams
+from tests.audit_events import audit_events
 from tests.conftest import TEST_LABEL, free_port, read_flow_run_logs
 from tools import docker_engine as engine
 from tools.errors import BuildFailed, DeployFailed, PushFailed, RegistryAuthError
@@ -188,6 +190,7 @@ def test_release_replaces_the_container_and_rolls_back_an_unhealthy_one(
 ):
     name = f"hire-help-e2e-{uuid.uuid4().hex[:8]}"
     cleanup_images.append(f"{sandbox_env['DEVOPS_REGISTRY']}/devops-flows-e2e/{name}")
+    started = datetime.now(UTC)
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     password = sandbox_env["DEVOPS_REGISTRY_PASSWORD"]
@@ -319,6 +322,17 @@ def test_release_replaces_the_container_and_rolls_back_an_unhealthy_one(
     logs = all_logs(state.state_details.flow_run_id)
     assert any("rolled back" in line for line in logs)
     assert_secret_nowhere(password, str(exc), *logs)
+
+    # the audit trail: each deploy that changed the container (not the unchanged one), then the restore
+    trail = audit_events(f"devops.app.{name}", started, {"devops.app.restored"})
+    events = [e["event"] for e in sorted(trail, key=lambda e: e["occurred"])]
+    assert events == ["devops.app.deployed"] * 4 + ["devops.app.restored"], events
+    deployed = [e["payload"] for e in trail if e["event"] == "devops.app.deployed"]
+    assert {p["container_id"] for p in deployed} >= {second.deploy.container_id}
+    assert all(
+        p["image"].startswith(f"{sandbox_env['DEVOPS_REGISTRY']}/devops-flows-e2e/{name}@sha256:")
+        for p in deployed
+    )
 
 
 def test_builder_failure_is_build_failed_and_nothing_is_pushed(

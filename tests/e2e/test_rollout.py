@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 import boto3
 import pytest
@@ -13,6 +14,7 @@ from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.terraform import destroy_now
+from tests.audit_events import audit_events, related_kinds
 from tools.errors import RolloutFailed
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +36,7 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
     env_tag = f"e2e-{uuid.uuid4().hex[:6]}"  # a fresh hash per test run: nothing reused from earlier runs
     spec = BakeSpec(host="xwiki", environment=env_tag)
     request = RolloutRequest(bake=spec, stack=STACK, variables={"name": name})
+    started = datetime.now(UTC)
     try:
         first = ami_rollout(request, backend_block, AWS_BLOCK)
         ami1 = first.bake.ami_id
@@ -88,6 +91,23 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
         later = [versions[v] for v in sorted(versions) if v > 2]
         assert {1: versions[1], 2: versions[2]} == {1: ami1, 2: ami2}, versions
         assert later[0] == ami1 and later[-1] == ami2 and set(later) == {ami1, ami2}, versions
+
+        # the audit trail, read back from the server's events API: every change, with the run that made it
+        baked = audit_events(f"devops.ami.{ami1}", started, {"devops.ami.baked", "devops.ami.reused"})
+        assert {e["event"] for e in baked} == {"devops.ami.baked", "devops.ami.reused"}, baked
+        made = next(e for e in baked if e["event"] == "devops.ami.baked")
+        assert (
+            made["payload"]["content_hash"] == first.bake.content_hash and made["payload"]["host"] == "xwiki"
+        )
+        assert {"flow-run", "flow"} <= related_kinds(made), made["related"]
+        applied = [
+            e
+            for e in audit_events(f"devops.stack.{STACK}", started, {"devops.stack.rolled-back"})
+            if e["payload"].get("launch_template_id") == lt_id
+        ]
+        names = [e["event"] for e in sorted(applied, key=lambda e: e["occurred"])]
+        assert names[:2] == ["devops.stack.applied"] * 2 and names[-1] == "devops.stack.rolled-back", names
+        assert applied[-1]["payload"]["restored"] == {"ami_id": ami2}, applied[-1]["payload"]
     finally:
         destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
 
@@ -118,8 +138,12 @@ def test_prune_deregisters_unreferenced_images(blocks, ec2):
     assert {r.image_id: r.action for r in dry.rows}[ids[0]] == "keep (referenced)"
     assert len(ec2.describe_images(ImageIds=ids)["Images"]) == 3
     snapshots = [s for r in dry.rows if r.image_id == ids[1] for s in r.snapshots]
+    started = datetime.now(UTC)
     real = prune_images(keep=1, dry_run=False, hosts=[host], aws_block=AWS_BLOCK)
     assert real.deregistered == [ids[1]]
+    gone = audit_events(f"devops.ami.{ids[1]}", started, {"devops.ami.deregistered"})
+    assert [(e["event"], e["payload"]["host"]) for e in gone] == [("devops.ami.deregistered", host)], gone
+    assert not audit_events(f"devops.ami.{ids[0]}", started, set(), seconds=0)  # dry run and kept: no event
     left = [
         i["ImageId"]
         for i in ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:host", "Values": [host]}])[
