@@ -35,11 +35,14 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
+from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK
+from tasks import approval as approvals
+from tasks.approval import SUSPENDING_RUN, ApprovalInput, PendingPlan, suspending_here
+from tasks.notify import notify
+from tasks.preflight import validate_stack
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import (
     STACK_LEASE_SECONDS,
@@ -54,18 +57,13 @@ from tasks.terraform import (
 from tasks.terraform_converged import converged_outputs, record_converged
 from tasks.terraform_lock import release_stale_lock, sweep_dead_workspaces, wait_for_terraform
 from tools import terraform as tf
-from tools.errors import InvalidInput
+from tools.errors import InvalidInput, NotificationFailed
 from tools.process import default_logger
 
 
 class Approval(StrEnum):
     auto = "auto"
     required = "required"
-
-
-class ApprovalInput(RunInput):
-    approved: bool = Field(False, description="Apply this plan?")
-    reason: str = Field("", description="Why (kept in the run's logs)")
 
 
 class StackRequest(BaseModel):
@@ -83,6 +81,12 @@ class StackRequest(BaseModel):
         "step fails after the apply, the stack is applied again with each variable set to the attribute's "
         "value before this apply (ami-rollout: ami_id -> aws_launch_template.xwiki-lt.image_id)",
     )
+    notify_block: str | None = Field(
+        NOTIFY_BLOCK,
+        max_length=100,
+        pattern=r"^([a-z0-9][a-z0-9-]{0,48}/)?[a-z0-9][a-z0-9-]{0,48}$",
+        description="Notification block told when a plan waits for approval; empty: none",
+    )
     skip_when_converged: bool = Field(
         True,
         description="Skip Terraform when these exact stack files and variables were applied last and the "
@@ -94,10 +98,15 @@ class ApplyOutcome(BaseModel):
     stack: str
     plan: PlanSummary
     applied: bool = Field(description="The infrastructure was changed (a refresh-only apply is not)")
-    reason: str = Field(description="applied, refreshed, converged, no changes, rejected, approval timed out")
+    reason: str = Field(
+        description="applied, refreshed, converged, no changes, rejected, approval timed out, "
+        "awaiting approval (the run suspends)"
+    )
     result: ApplyResult | None = Field(
         None, description="Outputs after the apply, or the state's outputs when there was nothing to apply"
     )
+    approved_by: str | None = Field(None, description="Who approved or rejected the plan (the form's name)")
+    pending: PendingPlan | None = Field(None, description="The stored plan the run suspended for")
 
 
 def apply(
@@ -106,6 +115,7 @@ def apply(
     """The apply steps, shared by apply-stack and ami-rollout."""
     stack = tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix()
     tf.check_variables(tf.resolve_stack(stack), request.variables)
+    validate_stack(stack)  # pre-flight: terraform validate, before any plan
     log = default_logger()
     limit = ensure_stack_limit(stack)
     for variable, target in request.restore_on_rollback.items():
@@ -124,6 +134,11 @@ def apply(
         sweep_dead_workspaces()
         wait_for_terraform(stack, backend_block, aws_block)
         release_stale_lock(stack, backend_block, aws_block)
+        suspending = SUSPENDING_RUN.get()
+        if suspending is not None:  # resumed after a suspension for approval? then its answer decides
+            resumed = _resume_pending(request, stack, suspending, backend_block, aws_block)
+            if resumed is not None:
+                return resumed
         if request.skip_when_converged:
             current = converged_outputs(stack, request.variables, backend_block, aws_block)
             if current is not None:
@@ -151,6 +166,18 @@ def apply(
             record_converged(stack, request.variables, backend_block, aws_block)
             log.info("refreshed: %s; the state now matches AWS (no infrastructure changed)", summary.counts())
             return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="refreshed", result=result)
+        if request.approval is Approval.required and suspending is not None:
+            pending = approvals.store_pending(
+                summary,
+                request.variables,
+                suspending,
+                request.approval_timeout_seconds,
+                backend_block,
+                aws_block,
+            )
+            return ApplyOutcome(
+                stack=stack, plan=summary, applied=False, reason="awaiting approval", pending=pending
+            )
         if request.approval is Approval.required:
             try:
                 answer = pause_flow_run(
@@ -163,16 +190,100 @@ def apply(
                 discard_plan(summary)
                 log.warning("no approval within %ss: nothing applied", request.approval_timeout_seconds)
                 return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="approval timed out")
+            approvals.record_decision(stack, answer)
             if not answer.approved:
                 discard_plan(summary)
-                log.warning(
-                    "plan rejected%s: nothing applied", f" ({answer.reason})" if answer.reason else ""
+                return ApplyOutcome(
+                    stack=stack, plan=summary, applied=False, reason="rejected", approved_by=answer.approver
                 )
-                return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="rejected")
-            log.info("plan approved%s", f" ({answer.reason})" if answer.reason else "")
         result = apply_plan(summary, backend_block, aws_block, request.restore_on_rollback or None)
         record_converged(stack, request.variables, backend_block, aws_block)
-    return ApplyOutcome(stack=stack, plan=summary, applied=True, reason="applied", result=result)
+    return ApplyOutcome(
+        stack=stack,
+        plan=summary,
+        applied=True,
+        reason="applied",
+        result=result,
+        approved_by=answer.approver if request.approval is Approval.required else None,
+    )
+
+
+def _resume_pending(
+    request: StackRequest, stack: str, run_id: str, backend_block: str, aws_block: str
+) -> ApplyOutcome | None:
+    """After a suspension for approval: the answer decides (rejected: nothing; approved: exactly the
+    stored plan, if the state has not moved). None: nothing was waiting, or the plan went stale and the
+    stack is planned (and asked for) again."""
+    approvals.sweep_expired(stack, backend_block, aws_block, keep=run_id)
+    pending = approvals.load_pending(stack, run_id, backend_block, aws_block)
+    if pending is None:
+        return None
+    answer = approvals.answer_of(pending)
+    if answer is None:
+        return ApplyOutcome(
+            stack=stack, plan=pending.summary, applied=False, reason="awaiting approval", pending=pending
+        )
+    approvals.record_decision(stack, answer, pending)
+    decision = (
+        f"**{'approved' if answer.approved else 'rejected'}** by {answer.approver or '(no name given)'}"
+        + (f": {answer.reason}" if answer.reason else "")
+        + f" (plan sha256 `{pending.checksum[:16]}`, state serial {pending.serial})"
+    )
+    create_markdown_artifact(
+        key=f"plan-{tf.slug(stack)}",
+        markdown=pending.summary.markdown() + "\n\n" + decision,
+        description=f"terraform plan of {stack}, {decision.split(' by ')[0].strip('*')}",
+    )
+    if not answer.approved:
+        approvals.drop_pending(pending, backend_block, aws_block)
+        return ApplyOutcome(
+            stack=stack, plan=pending.summary, applied=False, reason="rejected", approved_by=answer.approver
+        )
+    try:
+        summary = approvals.load_approved_plan(pending, backend_block, aws_block)
+    finally:
+        approvals.drop_pending(pending, backend_block, aws_block)
+    if summary is None:
+        return None  # stale: plan again, ask again
+    result = apply_plan(summary, backend_block, aws_block, request.restore_on_rollback or None)
+    record_converged(stack, request.variables, backend_block, aws_block)
+    return ApplyOutcome(
+        stack=stack, plan=summary, applied=True, reason="applied", result=result, approved_by=answer.approver
+    )
+
+
+def wait_for_approval(outcome: ApplyOutcome, timeout_seconds: int, notify_block: str | None) -> None:
+    """Tell people (the notification block: the plan's changes and the run's link), then suspend this
+    deployment run until someone answers the plan's form: the process exits and holds nothing; the resumed
+    run starts again from the top and `apply` finds the answer. No answer within `timeout_seconds`: the
+    server refuses the resume and fails the run (nothing applied)."""
+    pending = outcome.pending
+    if pending is None:
+        return
+    log = default_logger()
+    log.warning(
+        "plan of %s waits for approval (%s): suspending; answer within %ss in the run's form",
+        outcome.stack,
+        outcome.plan.counts(),
+        timeout_seconds,
+    )
+    if notify_block:
+        try:
+            notify(
+                notify_block,
+                "approval needed",
+                subject=f"devops-flows: approval needed for {outcome.stack}",
+                body=approvals.notice(pending, timeout_seconds),
+            )
+        except NotificationFailed as exc:  # the plan still waits: the form is in the UI
+            log.error("%s", exc)
+    suspend_flow_run(
+        wait_for_input=ApprovalInput.with_initial_data(
+            description=pending.summary.markdown() + "\n\nApprove to apply exactly this plan."
+        ),
+        timeout=timeout_seconds,
+        key=pending.key,
+    )
 
 
 @flow(name="apply-stack", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
@@ -182,4 +293,8 @@ def apply_stack(
     aws_block: str = AWS_BLOCK,
 ) -> ApplyOutcome:
     """Plan a Terraform stack and apply the saved plan (after approval when required)."""
-    return apply(request, backend_block, aws_block)
+    with suspending_here():
+        outcome = apply(request, backend_block, aws_block)
+        if outcome.reason == "awaiting approval":
+            wait_for_approval(outcome, request.approval_timeout_seconds, request.notify_block)
+    return outcome

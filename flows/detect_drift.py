@@ -16,16 +16,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.blocks.core import Block
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK, CustomWebhookNotificationBlock
+from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK
 from flows.refresh import AnsibleTarget
 from tasks.ansible import publish_recap, run_playbook
 from tasks.instance_refresh import instances_behind
+from tasks.notify import notify
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import PlanSummary, plan_stack
 from tasks.terraform_converged import last_apply
@@ -121,32 +120,6 @@ class DriftFound(RuntimeError):
     """Drift was found and fail_on_drift is set."""
 
 
-@task(name="drift-notify", cache_policy=NO_CACHE)
-def notify(block_ref: str, subject: str, body: str) -> bool:
-    """Send the drift summary through a notification block: 'name' of a custom-webhook block (as bootstrap
-    saves NOTIFY_BLOCK), or 'type-slug/name' for any other notification block (e.g. slack-webhook/x)."""
-    logger = default_logger()
-    try:
-        block = Block.load(block_ref) if "/" in block_ref else CustomWebhookNotificationBlock.load(block_ref)
-    except ValueError as exc:
-        logger.warning("no notification sent: block %r could not be loaded (%s)", block_ref, exc)
-        return False
-    from blocks import register_notification_secrets
-    from tools.errors import NotificationFailed
-
-    register_notification_secrets(block)
-    try:
-        block.notify(body=redact(body), subject=subject)
-    except Exception as exc:  # noqa: BLE001 - httpx/validation errors carry the URL: never re-raise them
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-        reason = f"HTTP {status}" if status else type(exc).__name__
-        raise NotificationFailed(
-            f"drift notification through block {block_ref!r} failed: {reason}", transient=status is None
-        ) from None
-    logger.info("drift notification sent through %s", block_ref)
-    return True
-
-
 @flow(name="detect-drift", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())
 def detect_drift(
     stacks: Annotated[list[StackCheck], Field(description="Terraform stacks to plan")] = [],  # noqa: B006
@@ -180,7 +153,7 @@ def detect_drift(
         report.servers = result
     create_markdown_artifact(key="drift-report", markdown=report.markdown(), description=report.summary())
     if report.has_drift and notify_block:
-        notify(notify_block, subject="devops-flows: drift detected", body=_notification(report))
+        notify(notify_block, "drift", subject="devops-flows: drift detected", body=_notification(report))
     if report.servers is not None:
         report.servers.raise_for_failures()  # a host that cannot be checked is a failure too
     if report.has_drift and fail_on_drift:

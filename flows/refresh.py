@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator
 from blocks import VAULT_BLOCK
 from tasks import audit
 from tasks.ansible import publish_recap, run_playbook
+from tasks.preflight import check_playbook
 from tasks.task_runner import StoppingThreadPoolTaskRunner
-from tools.ansible import PlaybookResult, PlaybookSpec
+from tools.ansible import ANSIBLE_DIR, PlaybookResult, PlaybookSpec, validate_spec
 from tools.ansible_inputs import (
     LIMIT_PATTERN,
     PATH_MAX,
@@ -97,6 +98,8 @@ def refresh_servers(
 ) -> PlaybookResult:
     """Run the playbook on the inventory's servers, publish the recap, fail if any host failed."""
     spec = target.spec(check=check, diff=diff)
+    playbook, inventory, _ = validate_spec(spec)  # bounded inputs first, then pre-flight, then the play
+    check_playbook(str(playbook), str(inventory), str(ANSIBLE_DIR))
     result = run_playbook(spec, vault_block=vault_block, timeout_seconds=timeout_seconds)
     publish_recap(result, key="refresh-recap")
     if not check:

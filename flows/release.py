@@ -24,6 +24,7 @@ from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
 from tasks import audit
 from tasks.build_cache import hash_build_inputs, reuse_built_image, tagged_with_inputs
 from tasks.containers import discard_previous, notify_app_down, restore_previous
+from tasks.preflight import check_dockerfile
 from tasks.release import (
     DEFAULT_BASE_IMAGE,
     BuildParams,
@@ -76,6 +77,7 @@ def build_app(params: BuildParams) -> BuildResult:
 def publish_image(params: PublishParams) -> ImageRef:
     """Build the app image from the unpacked package and push it; returns the digest-pinned reference."""
     workspace = params.check()
+    check_dockerfile(str(workspace / "Dockerfile"))
     project = read_project(workspace)
     url = registry_url(params.registry_block)
     built = build_app_image(workspace, project, params, url)
@@ -255,6 +257,7 @@ def release(params: ReleaseParams) -> ReleaseResult:
     """build-app -> publish-image -> deploy-app, each a subflow run of its own; build-app and
     publish-image are skipped when the registry holds the image of the same build inputs."""
     params.check()
+    check_dockerfile(str(Path(params.app_path) / "Dockerfile"))  # pre-flight: before any build or change
     publish = params.publish_params()
     inputs = hash_build_inputs(params.build_params(), publish)
     image = reuse_built_image(publish, inputs) if inputs and not params.force_build else None

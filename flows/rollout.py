@@ -28,11 +28,13 @@ from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
-from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack
+from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack, wait_for_approval
 from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
+from tasks.approval import suspending_here
 from tasks.instance_refresh import HealthGate, RefreshReport, RefreshSpec, refresh_instances
 from tasks.packer import BakeResult
+from tasks.preflight import validate_stack
 from tasks.task_runner import is_cancel
 from tools import terraform as tf
 from tools.aws import LaunchTemplateState
@@ -77,6 +79,7 @@ def _validate(request: RolloutRequest) -> None:
         raise InvalidInput("variables must not set ami_id: the rollout sets it to the AMI it bakes")
     tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, "ami_id": ""})
     request.refresh.health.check_inputs()
+    validate_stack(request.stack)  # pre-flight before the bake (apply-stack finds the pass remembered)
 
 
 @flow(name="ami-rollout", log_prints=True)
@@ -86,6 +89,11 @@ def ami_rollout(
     aws_block: str = AWS_BLOCK,
 ) -> RolloutResult:
     """Bake (or reuse) the AMI, point the launch template at it, verify the ASG follows it."""
+    with suspending_here():  # a plan that needs approval suspends this (deployment) run, not a subflow
+        return _rollout(request, backend_block, aws_block)
+
+
+def _rollout(request: RolloutRequest, backend_block: str, aws_block: str) -> RolloutResult:
     log = default_logger()
     _validate(request)
     baked = bake_image(request.bake, aws_block)
@@ -101,6 +109,9 @@ def ami_rollout(
     try:
         with transaction():
             outcome = apply_stack(stack_request, backend_block, aws_block)
+            if outcome.reason == "awaiting approval":
+                # suspends: the process exits; resumed, this run starts again and apply-stack finds the answer
+                wait_for_approval(outcome, request.approval_timeout_seconds, stack_request.notify_block)
             if outcome.result is None:  # rejected or no answer: nothing changed, nothing to verify
                 log.info("launch template unchanged (%s)", outcome.reason)
                 return RolloutResult(bake=baked, apply=outcome)

@@ -7,7 +7,8 @@ answers "which run changed this, from which deployment". Names:
 - `devops.ami.baked`, `devops.ami.reused`, `devops.ami.deregistered` about `devops.ami.<ami id>`
   (host, content hash, commit);
 - `devops.stack.applied`, `devops.stack.rolled-back` about `devops.stack.<stack path>` (counts, changed
-  addresses, launch template id and version, restored variables);
+  addresses, launch template id and version, restored variables); `devops.stack.approved` and
+  `devops.stack.rejected` (approver, comment, the stored plan's sha256 and state serial);
 - `devops.app.deployed`, `devops.app.restored` about `devops.app.<container name>` (image reference);
 - `devops.host.changed` about `devops.host.<inventory host>` (changed task count).
 

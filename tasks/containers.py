@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.blocks.core import Block
-from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.cache_policies import NO_CACHE
 
 from blocks.docker_host import docker_client
+from tasks.notify import notify
 from tools import containers
 from tools import docker_engine as engine
-from tools.redact import redact
+from tools.errors import NotificationFailed
 
 
 @task(name="restore-previous", cache_policy=NO_CACHE)
@@ -53,17 +52,10 @@ def discard_previous(docker_host_block: str, app_name: str) -> list[str]:
     return removed
 
 
-@task(name="notify-app-down", cache_policy=NO_CACHE)
 def notify_app_down(block_ref: str, app_name: str, message: str) -> bool:
-    """Send 'app down' through a notification block: the name of a custom-webhook block (as bootstrap
-    saves NOTIFY_BLOCK) or 'type-slug/name' for any other. A missing block is logged, not raised: the
-    run fails with AppDown anyway."""
-    logger = get_run_logger()
+    """Send 'app down'; a failed delivery is logged, never raised: the run fails with AppDown anyway."""
     try:
-        block = Block.load(block_ref) if "/" in block_ref else CustomWebhookNotificationBlock.load(block_ref)
-    except ValueError as exc:
-        logger.error("no 'app down' notification sent: block %r could not be loaded (%s)", block_ref, exc)
+        return notify(block_ref, "app down", subject=f"devops-flows: {app_name} is DOWN", body=message)
+    except NotificationFailed as exc:
+        get_run_logger().error("%s", exc)
         return False
-    block.notify(body=redact(message), subject=f"devops-flows: {app_name} is DOWN")
-    logger.info("'app down' notification sent through %s", block_ref)
-    return True

@@ -190,7 +190,7 @@ def run_playbook(
     events: list[dict[str, Any]] = []
     try:
         os.chmod(pdd, 0o700)
-        env = _base_env(project_dir)
+        env = base_env(project_dir)
         env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
         env["DEVOPS_ANSIBLE_RUN"] = str(pdd)  # marks every descendant for the leftover sweep
         if vault_password:
@@ -293,7 +293,7 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _base_env(project_dir: Path) -> dict[str, str]:
+def base_env(project_dir: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
     env = {

@@ -13,8 +13,10 @@
     ├── BakeFailed                `packer validate/build` failed
     ├── TerraformError            any terraform sub-command failed
     │   ├── StateLocked           the state lock is held by someone else
-    │   └── TerraformStillRunning a dead run's terraform still works on the stack after our wait
+    │   ├── TerraformStillRunning a dead run's terraform still works on the stack after our wait
+    │   └── ApprovalFailed        an approved plan could not be applied as approved (stored plan differs)
     ├── AnsibleRunFailed          hosts failed or were unreachable (names them and their tasks)
+    ├── PreflightFailed           a check before any change (validate, syntax-check, lint) found problems
     └── AwsError                  an AWS API call failed (boto3)
     InvalidInput (ValueError)     a parameter was rejected before any side effect
     NotificationFailed            a notification block could not deliver (message names no URL)
@@ -136,8 +138,17 @@ class TerraformStillRunning(TerraformError):
     backend's `running_wait_seconds`: no second apply is started beside it. The message names its pid."""
 
 
+class ApprovalFailed(TerraformError):
+    """The approved plan is not the stored one (checksum differs): nothing was applied."""
+
+
 class AnsibleRunFailed(ToolError):
     """The playbook failed on some hosts or some were unreachable."""
+
+
+class PreflightFailed(ToolError):
+    """A check that runs before any change (terraform validate, ansible syntax-check and lint, hadolint)
+    found problems: nothing was changed. `tail` holds the tool's findings."""
 
 
 class AwsError(ToolError):

@@ -159,8 +159,12 @@ def test_cancel_stops_ansible_and_its_children(blocks, workdir: Path) -> None:  
 
     marker = f"{uuid.uuid4().int % 900000 + 100000}.25"
     project_play = workdir / "long.yml"
-    project_play.write_text(
-        f"- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.shell: sleep {marker} | cat\n"
+    project_play.write_text(  # lint-clean: the flow's pre-flight runs ansible-lint on it
+        "- name: A long task\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Sleep\n"
+        f"      ansible.builtin.shell: set -o pipefail && sleep {marker} | cat\n"
+        "      args:\n        executable: /bin/bash\n"
+        "      changed_when: false\n"
     )
     inventory = workdir / "local.ini"
     inventory.write_text(

@@ -107,7 +107,8 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
         ]
         names = [e["event"] for e in sorted(applied, key=lambda e: e["occurred"])]
         assert names[:2] == ["devops.stack.applied"] * 2 and names[-1] == "devops.stack.rolled-back", names
-        assert applied[-1]["payload"]["restored"] == {"ami_id": ami2}, applied[-1]["payload"]
+        back = next(e for e in applied if e["event"] == "devops.stack.rolled-back")
+        assert back["payload"]["restored"] == {"ami_id": ami2}, back["payload"]
     finally:
         destroy_now(STACK, {"name": name, "ami_id": "ami-00000000"}, backend_block, AWS_BLOCK)
 

@@ -14,7 +14,7 @@ import pytest
 from prefect import flow
 
 from blocks import slack_webhook
-from flows.detect_drift import notify
+from tasks.notify import notify
 from tests.reliability.helpers import logs_of, task_run_states_of
 from tools.errors import NotificationFailed
 
@@ -45,7 +45,7 @@ def receiver() -> str:
 
 @flow(name="notify-secret-check")
 def _notify(block: str) -> bool:
-    return notify(block, "drift", "body")
+    return notify(block, "drift", "drift", "body")
 
 
 def test_webhook_url_is_a_block_secret_and_never_in_an_error(prefect_server: str, receiver: str) -> None:
