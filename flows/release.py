@@ -10,9 +10,10 @@
                    (tag inputs-<digest>, see tasks/build_cache.py) unless force_build
 
 Flows only compose tasks; parameters are validated (InvalidInput) before any side effect.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations`: a served flow (a worker, `serve()`) validates its parameters
+against the annotations as written, and postponed ones leave `Deploy_AppModel` "not fully defined".
+"""
 
 from pathlib import Path
 

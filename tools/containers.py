@@ -10,8 +10,10 @@
     discard         once the new container is healthy, the previous one is removed, its volumes kept
 
 An app container is never removed with its volumes (`docker rm` without -v). A replace interrupted at any
-point (the flow process killed) is picked up by the next run: a set-aside container without a container
-named APP is renamed back first and replaced as usual, so its data carries over.
+point (the flow process killed or cancelled) is picked up by the next run: a set-aside container without
+a container named APP, or beside one that was created but never started (the run stopped between
+`docker create` and `docker start`), is what served last: the never-started one is removed, the set-aside
+one renamed back first and replaced as usual, so its data, its configuration and its image pin carry over.
 """
 
 from __future__ import annotations
@@ -82,11 +84,25 @@ def pin_image(client: docker.DockerClient, container, app: str) -> str:  # noqa:
     return f"{repo}:{tag}"
 
 
+def never_started(container) -> bool:  # noqa: ANN001 - docker Container
+    """Created and never started: a replace stopped between `docker create` and `docker start`."""
+    state = container.attrs.get("State") or {}
+    return state.get("Status") == "created" and str(state.get("StartedAt") or "").startswith("0001-")
+
+
 def set_aside(client: docker.DockerClient, app: str, log: Logger | None = None) -> SetAside:
     """Stop the container named `app`, pin its image and rename it; returns its mounts for the new one."""
     log = log or default_logger()
     current, leftover = find_exact(client, app), find_exact(client, previous_name(app))
     recovered = False
+    if leftover and current and never_started(current[0]):  # the new container of an interrupted replace
+        log.warning(
+            "%s: %s was created but never started by an interrupted deploy; removing it (volumes kept)",
+            app,
+            current[0].id[:12],
+        )
+        remove_container(client, current[0].id, log, volumes=False)
+        current = []
     if leftover and not current:  # an interrupted replace: what served last is the set-aside one
         log.warning("%s: found %s from an interrupted deploy; renaming it back", app, previous_name(app))
         client.api.rename(leftover[0].id, app)

@@ -98,5 +98,9 @@ if __name__ == "__main__":
         process_tree_submitted.serve(name=sys.argv[1], pause_on_shutdown=False)
     elif len(sys.argv) > 2 and sys.argv[2] == "apply":
         apply_for_tests.serve(name=sys.argv[1], pause_on_shutdown=False)
+    elif len(sys.argv) > 2 and sys.argv[2] == "deploy":
+        from flows.release import deploy_app
+
+        deploy_app.serve(name=sys.argv[1], pause_on_shutdown=False)
     else:
         process_tree.serve(name=sys.argv[1], pause_on_shutdown=False)

@@ -205,6 +205,26 @@ FAULTS = [
     ),
     Item(
         "fault",
+        "deploy-app SIGKILLed between `docker create` and `docker start` of the new container (the start "
+        "held by a proxy in front of the engine, then dropped): the next run removes the never-started "
+        "container, brings back the one that served, keeps its image pin; it serves with both volumes' "
+        "data and no other container of the app is left",
+        (
+            f"{REL}/test_containers_killed.py::test_deploy_sigkilled_between_create_and_start_next_run_serves_with_the_data",
+            f"{REL}/test_containers_killed.py::test_set_aside_removes_a_never_started_container_and_brings_back_the_one_that_served",
+        ),
+    ),
+    Item(
+        "fault",
+        "deploy-app cancelled (Prefect API) between `docker create` and `docker start` of the new container: "
+        "the next run serves with both volumes' data, the image that served stays pinned, no container left "
+        "but the serving one",
+        (
+            f"{REL}/test_containers_killed.py::test_deploy_cancelled_between_create_and_start_next_run_serves_with_the_data",
+        ),
+    ),
+    Item(
+        "fault",
         "image of a second registry deployed with the first registry's block: its password never sent, "
         "clear auth error (anonymous pull works where allowed)",
         (

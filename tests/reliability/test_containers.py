@@ -1,7 +1,6 @@
 """deploy-app keeps the app's data and configuration: real engine, real registry, real flow runs.
 
-Containers here carry no TEST_LABEL (a parallel session ending would remove them by that label); the
-fixture removes them by name. The app container is first started by hand (as Jenkins or an operator
+The app container (tests/reliability/apps.py) is first started by hand (as Jenkins or an operator
 would have left it) with a named volume, an anonymous volume (the image's VOLUME), a network of its own,
 limits, labels, a restart policy, environment, a published port and a command; deploy-app then replaces it.
 """
@@ -14,16 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from blocks import slack_webhook
 from flows.release import deploy_app
-from tests.conftest import free_port
+from tests.reliability.apps import App, notes, params
 from tests.reliability.helpers import wait_for
 from tools import containers
 from tools import docker_engine as engine
@@ -31,112 +27,6 @@ from tools.errors import AppDown, DeployFailed
 from tools.settings import REPO_ROOT
 
 pytestmark = pytest.mark.reliability
-
-DOCKERFILE = """\
-ARG BASE_IMAGE
-FROM ${BASE_IMAGE}
-VOLUME /anon
-ARG VERSION
-ENV VERSION=${VERSION}
-CMD ["sh", "-c", "mkdir -p /www && echo $VERSION > /www/version && exec httpd -f -p 8080 -h /www"]
-"""
-
-
-@dataclass
-class App:
-    uid: str
-    name: str
-    port: int
-    v1: str
-    v2: str
-    volume: str
-    network: str
-
-
-@pytest.fixture(scope="module")
-def images(docker_client, sandbox_env, tmp_path_factory) -> Iterator[tuple[str, str]]:  # noqa: ANN001
-    """Two versions of a tiny httpd app with a VOLUME, pushed to the sandbox registry by digest."""
-    context = tmp_path_factory.mktemp("app-image")
-    (context / "Dockerfile").write_text(DOCKERFILE)
-    repo = f"{sandbox_env['DEVOPS_REGISTRY']}/devops-flows-rel/containers-{uuid.uuid4().hex[:8]}"
-    auth = engine.RegistryAuth(
-        sandbox_env["DEVOPS_REGISTRY"],
-        sandbox_env["DEVOPS_REGISTRY_USER"],
-        sandbox_env["DEVOPS_REGISTRY_PASSWORD"],
-    )
-    refs = []
-    for version in ("v1", "v2"):
-        engine.build_image(
-            docker_client,
-            context,
-            "Dockerfile",
-            [f"{repo}:{version}"],
-            buildargs={"BASE_IMAGE": sandbox_env["DEVOPS_BASE_IMAGE"], "VERSION": version},
-        )
-        refs.append(f"{repo}@{engine.push(docker_client, repo, [version], auth)}")
-    yield refs[0], refs[1]
-    for image in docker_client.api.images():
-        if any(t.startswith(repo + ":") for t in image.get("RepoTags") or []):
-            try:
-                docker_client.images.remove(image["Id"], force=True)
-            except Exception:  # noqa: BLE001 - best effort
-                pass
-
-
-@pytest.fixture
-def app(docker_client, images, blocks) -> Iterator[App]:  # noqa: ANN001
-    """The app container, started by hand with its full configuration and data in both volumes."""
-    uid = uuid.uuid4().hex[:8]
-    a = App(uid, f"rel-ctr-{uid}", free_port(), *images, f"rel-ctr-data-{uid}", f"rel-ctr-net-{uid}")
-    docker_client.networks.create(a.network)
-    container = docker_client.containers.run(
-        a.v1,
-        command=["sh", "-c", "mkdir -p /www && echo by-hand > /www/version && exec httpd -f -p 8080 -h /www"],
-        name=a.name,
-        detach=True,
-        volumes={a.volume: {"bind": "/data", "mode": "rw"}},
-        network=a.network,
-        mem_limit="64m",
-        nano_cpus=500_000_000,
-        labels={"devops-flows.rel": uid, "team": "hire"},
-        restart_policy={"Name": "unless-stopped"},
-        environment={"KEEP": "me"},
-        ports={"8080/tcp": ("127.0.0.1", a.port)},
-    )
-    container.exec_run(["sh", "-c", f"echo named-{uid} > /data/note && echo anon-{uid} > /anon/note"])
-    anon = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/anon"]
-    yield a
-    for name in (a.name, containers.previous_name(a.name)):
-        for c in engine.find_exact(docker_client, name):
-            c.remove(force=True)
-    for volume in [a.volume, *anon]:
-        try:
-            docker_client.volumes.get(volume).remove(force=True)
-        except Exception:  # noqa: BLE001 - absent
-            pass
-    docker_client.networks.get(a.network).remove()
-
-
-def params(a: App, reference: str, health_path: str = "/version", timeout: int = 60, **over) -> dict:  # noqa: ANN003
-    values = {
-        "app_name": a.name,
-        "image_reference": reference,
-        "ports": [{"container_port": 8080, "host_port": a.port, "host_ip": "127.0.0.1"}],
-        "labels": {"devops-flows.rel": a.uid},
-        "health": {
-            "source": "http",
-            "url": f"http://127.0.0.1:{a.port}{health_path}",
-            "timeout_seconds": timeout,
-        },
-        "notify_block": None,
-    }
-    values.update(over)
-    return values
-
-
-def notes(docker_client, name: str) -> str:  # noqa: ANN001
-    result = docker_client.containers.get(name).exec_run(["cat", "/data/note", "/anon/note"])
-    return result.output.decode()
 
 
 def comparable(attrs: dict) -> dict:
@@ -285,11 +175,13 @@ def test_a_set_aside_container_left_after_the_new_one_started_is_discarded(app: 
     state = deploy_app(params=params(app, app.v2), return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
     current = state.result().container_id
-    leftover = docker_client.containers.create(
-        app.v1,
-        name=containers.previous_name(app.name),
-        volumes={app.volume: {"bind": "/data", "mode": "rw"}},
-        labels={"devops-flows.rel": app.uid},
+    leftover = (
+        docker_client.containers.create(  # the set-aside one has the same mounts (no volume of its own)
+            app.v1,
+            name=containers.previous_name(app.name),
+            volumes=containers.carried_mounts(docker_client.containers.get(current)),
+            labels={"devops-flows.rel": app.uid},
+        )
     )
     again = deploy_app(params=params(app, app.v2), return_state=True).result()
     assert again.unchanged and again.container_id == current
