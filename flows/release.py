@@ -258,6 +258,7 @@ def release(params: ReleaseParams) -> ReleaseResult:
     """build-app -> publish-image -> deploy-app, each a subflow run of its own; build-app and
     publish-image are skipped when the registry holds the image of the same build inputs."""
     params.check()
+    check_builder_secrets(params.build_params())  # an input check: before the first process
     check_dockerfile(str(Path(params.app_path) / "Dockerfile"))  # pre-flight: before any build or change
     publish = params.publish_params()
     inputs = hash_build_inputs(params.build_params(), publish)
