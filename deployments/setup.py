@@ -7,13 +7,19 @@
 - the failure-notification automation: any deployment run that ends Failed or Crashed posts to the
   `devops-alerts` webhook block. An automation rather than flow hooks, because a crashed run (its process
   killed) runs no hook of its own, while the server still sees the Crashed state and fires.
+- one missed-run automation per scheduled deployment (the original job's "service is down before
+  another execution" alert): no run of it completed within its expected window (the longest gap between
+  two fires of its cron, plus half of it) posts to the same block. A proactive trigger fires on the
+  absence of the Completed event, so it also catches a scheduler, worker or server that ran nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from blocks import NOTIFY_BLOCK
 from blocks.bootstrap import bootstrap
@@ -109,6 +115,67 @@ def ensure_failure_automation() -> str | None:
     return upsert_automation(automation)
 
 
+MISSED_RUN_PREFIX = "devops-flows: missed run of "
+
+
+def expected_window(cron: str, timezone: str = "UTC", samples: int = 60) -> timedelta:
+    """The longest gap between two consecutive fires of `cron` (over the next `samples` fires) plus half
+    of it: a scheduled run that has not completed by then is missed."""
+    from cronsim import CronSim
+
+    fires = CronSim(cron, datetime.now(ZoneInfo(timezone)))
+    times = [next(fires) for _ in range(samples)]
+    gap = max(later - earlier for earlier, later in zip(times, times[1:], strict=False))
+    return gap * 1.5
+
+
+def missed_run_automation(deployment: str, within: timedelta, block_document_id) -> object:  # noqa: ANN001
+    """The proactive automation: fewer than one Completed run of `deployment` within `within` alerts."""
+    from prefect.automations import Automation, EventTrigger, Posture, SendNotification
+
+    return Automation(
+        name=f"{MISSED_RUN_PREFIX}{deployment}",
+        description=f"No run of deployment {deployment} completed within {within} (its schedule's window).",
+        trigger=EventTrigger(
+            expect={"prefect.flow-run.Completed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "deployment", "prefect.resource.name": deployment},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=within,
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=block_document_id,
+                subject=f"devops-flows: {deployment} missed its run",
+                body=f"No run of deployment {deployment} completed within {within}: "
+                "the scheduler, a worker or the job itself is down.",
+            )
+        ],
+    )
+
+
+def ensure_missed_run_automations() -> list[str]:
+    """One missed-run automation per deployment with an active cron schedule, when the webhook block
+    exists. Returns the deployments covered."""
+    from prefect.blocks.core import Block
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        block = Block.load(f"custom-webhook/{NOTIFY_BLOCK}")
+    except (ValueError, ObjectNotFound):
+        return []
+    covered = []
+    for declaration in load().deployments:
+        crons = [s for s in declaration.schedules if s.active]
+        if not crons:
+            continue
+        within = max(expected_window(s.cron, s.timezone) for s in crons)
+        upsert_automation(missed_run_automation(declaration.name, within, block._block_document_id))
+        covered.append(f"{declaration.name} ({within})")
+    return covered
+
+
 def upsert_automation(automation) -> str:  # noqa: ANN001 - prefect.automations.Automation
     """Create the automation, or update the one of the same name in place. Returns its id."""
     from prefect.automations import Automation
@@ -131,6 +198,7 @@ def setup() -> dict[str, list[str] | str | None]:
         "work_pools": ensure_work_pools(),
         "concurrency_limits": ensure_concurrency_limits(),
         "automation": ensure_failure_automation(),
+        "missed_run_automations": ensure_missed_run_automations(),
     }
 
 

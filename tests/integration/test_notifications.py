@@ -58,3 +58,49 @@ def test_failed_deployment_run_notifies_the_webhook(prefect_server: str, receive
         assert "always-fails" in text and "always-fails-" in text and "Failed" in text
         assert "packer build failed" in text  # the failing step, from the state message
         assert f"/runs/flow-run/{run.id}" in text
+
+
+def test_a_scheduled_deployment_without_a_completed_run_in_its_window_alerts(
+    prefect_server: str, receiver: str
+) -> None:
+    """The missed-run automation is proactive: it fires on the absence of a Completed run, so a dead
+    scheduler or worker (here: a deployment that never runs) alerts too. A 10 s window stands for the
+    schedule's; setup() derives the real ones from the crons of prefect.yaml."""
+    import uuid
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.blocks.core import Block
+
+    from blocks import NOTIFY_BLOCK, slack_webhook
+    from deployments.setup import MISSED_RUN_PREFIX, missed_run_automation, upsert_automation
+
+    slack_webhook(receiver).save(NOTIFY_BLOCK, overwrite=True)
+    block_id = Block.load(f"custom-webhook/{NOTIFY_BLOCK}")._block_document_id
+    name = f"never-runs-{uuid.uuid4().hex[:8]}"
+    automation_id = upsert_automation(missed_run_automation(name, timedelta(seconds=10), block_id))
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not any(name in m.get("text", "") for m in Receiver.received):
+            time.sleep(0.5)
+        texts = [m["text"] for m in Receiver.received if name in m.get("text", "")]
+        assert texts, f"no missed-run alert arrived: {Receiver.received}"
+        assert "missed its run" in texts[0] and "completed within 0:00:10" in texts[0]
+    finally:
+        Automation.read(id=automation_id).delete()
+    with pytest.raises(ValueError, match="not found"):
+        Automation.read(name=f"{MISSED_RUN_PREFIX}{name}")
+
+
+def test_setup_covers_every_scheduled_deployment_with_its_window(prefect_server: str, receiver: str) -> None:
+    from prefect.automations import Automation
+
+    from blocks import NOTIFY_BLOCK, slack_webhook
+    from deployments.setup import MISSED_RUN_PREFIX, ensure_missed_run_automations
+
+    slack_webhook(receiver).save(NOTIFY_BLOCK, overwrite=True)
+    covered = ensure_missed_run_automations()
+    assert "devops-packer-xwiki (3:00:00)" in covered and "detect-drift (1 day, 12:00:00)" in covered
+    assert ensure_missed_run_automations() == covered  # idempotent
+    automation = Automation.read(name=f"{MISSED_RUN_PREFIX}devops-packer-xwiki")
+    assert automation.trigger.within.total_seconds() == 3 * 3600

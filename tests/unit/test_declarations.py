@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 import yaml
 from pydantic import ValidationError
@@ -60,3 +62,18 @@ def test_collision_strategy_is_a_known_value() -> None:
     data["deployments"][0]["concurrency_limit"]["collision_strategy"] = "DROP"
     with pytest.raises(ValidationError):
         PrefectYaml.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("cron", "window"),
+    [
+        ("0 */2 * * *", timedelta(hours=3)),  # the rollout every 2 hours: missed after 3
+        ("*/30 * * * *", timedelta(minutes=45)),
+        ("0 6 * * *", timedelta(hours=36)),
+        ("0 6 * * 1-5", timedelta(days=4, hours=12)),  # the longest gap, Friday to Monday, counts
+    ],
+)
+def test_the_missed_run_window_is_the_longest_gap_and_a_half(cron: str, window: timedelta) -> None:
+    from deployments.setup import expected_window
+
+    assert expected_window(cron) == window
