@@ -51,8 +51,6 @@ os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{_PREFECT_PORT}/api"
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 
 
-
-
 def pytest_configure(config: pytest.Config) -> None:
     from tests.reliability import figures
 
@@ -71,6 +69,7 @@ LONGEST_FIRST = (
     "tests/reliability/test_faults.py",
     "tests/e2e/test_scale_out.py",
     "tests/reliability/test_dead_runs.py",
+    "tests/reliability/test_dead_run_terraform.py",
     "tests/e2e/test_rollout.py",
     "tests/e2e/test_worker_image.py",
     "tests/test_bench_quick.py",
