@@ -10,13 +10,16 @@ moto's server is threaded but its in-memory backends are not thread-safe: under 
 load a request could fail half-way after its change was made, and the client's retry then met its own
 result (Terraform's CreateSecurityGroup answered `InvalidGroup.Duplicate` for the group it had just
 created). Here requests are handled one at a time, as one AWS account's API would see them in order.
-Nothing else changes.
+A client's retry (the AWS SDKs' `amz-sdk-request: attempt=N` header, N > 1) is written to the log with
+its action and invocation id, so a retried non-idempotent call can be traced. Nothing else changes.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
+import urllib.parse
 from typing import Any
 
 
@@ -39,10 +42,29 @@ def _patch() -> None:
     one_at_a_time = threading.Lock()
 
     def dispatch_serialised(self: DomainDispatcherApplication, environ: dict, start_response: Any) -> Any:  # noqa: ANN401
+        attempt = environ.get("HTTP_AMZ_SDK_REQUEST", "")
+        if attempt and not attempt.startswith("attempt=1;"):
+            _log_retry(environ, attempt)
         with one_at_a_time:
             return dispatch(self, environ, start_response)
 
     DomainDispatcherApplication.__call__ = dispatch_serialised
+
+
+def _log_retry(environ: dict, attempt: str) -> None:
+    """One line in the server's log for a client's retry: method, path, action, invocation id."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    action = environ.get("HTTP_X_AMZ_TARGET") or ""
+    if not action and 0 < length < 65536 and "form" in environ.get("CONTENT_TYPE", ""):
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        action = ",".join(urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", []))
+    print(  # noqa: T201 - the server's log
+        f"retried request: {attempt} {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {action} "
+        f"invocation {environ.get('HTTP_AMZ_SDK_INVOCATION_ID', '?')}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def argv(port: int) -> list[str]:
