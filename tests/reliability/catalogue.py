@@ -285,7 +285,25 @@ FAULTS = [
         "adopted by import, no duplicate, the next plan empty",
         (f"{REL}/test_dead_runs.py::test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges",),
         note="the orphans are made with boto3 under the stack's names: what a first apply killed at that "
-        "moment leaves (the moment itself cannot be hit reliably)",
+        "moment leaves (test_dead_run_terraform.py hits the moment itself)",
+    ),
+    Item(
+        "fault",
+        "a first apply SIGKILLed (flow process, terraform, provider) while its state write is held, the "
+        "write then dropped: the next run releases the dead holder's lock, adopts the three objects, no "
+        "duplicate; state equals AWS, lock free, a further plan empty",
+        (
+            f"{REL}/test_dead_run_terraform.py::test_a_first_apply_killed_at_its_state_write_is_adopted_by_the_next_run",
+        ),
+    ),
+    Item(
+        "fault",
+        "a run SIGKILLed while its terraform apply waits on AWS: the next run waits for the orphaned "
+        "terraform and starts none beside it; one CreateSecurityGroup reached AWS, state equals AWS, lock "
+        "free, no tool left, a further plan empty",
+        (
+            f"{REL}/test_dead_run_terraform.py::test_the_next_run_waits_for_a_dead_runs_terraform_and_never_applies_beside_it",
+        ),
     ),
 ]
 

@@ -195,12 +195,23 @@ ROLLOUT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def start_process(ctx: Setup, request: Any, log: Path) -> subprocess.Popen:
-    """The rollout in a flow process of its own (what a worker runs), with the run's TMPDIR."""
+APPLY_SCRIPT = textwrap.dedent("""
+    import sys
+    from flows.apply import StackRequest, apply_stack
+    outcome = apply_stack(StackRequest.model_validate_json(sys.argv[1]), sys.argv[2], sys.argv[3])
+    print("apply-stack outcome:", outcome.reason, flush=True)
+""")
+
+
+def start_process(
+    ctx: Setup, request: Any, log: Path, script: str = ROLLOUT_SCRIPT, run_tmp: Path | None = None
+) -> subprocess.Popen:
+    """The rollout (or `script`: APPLY_SCRIPT) in a flow process of its own (what a worker runs), with the
+    run's TMPDIR (`run_tmp`, by default the setup's)."""
     return subprocess.Popen(  # noqa: S603
-        [sys.executable, "-c", ROLLOUT_SCRIPT, request.model_dump_json(), ctx.backend_block, ctx.aws_block],
+        [sys.executable, "-c", script, request.model_dump_json(), ctx.backend_block, ctx.aws_block],
         cwd=REPO_ROOT,
-        env={**os.environ, "TMPDIR": str(ctx.run_tmp)},
+        env={**os.environ, "TMPDIR": str(run_tmp or ctx.run_tmp)},
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         start_new_session=True,

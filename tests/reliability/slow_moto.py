@@ -4,7 +4,9 @@ The kill-point tests point their AWS and backend blocks at it. Each request is m
 the query API's `Action` (EC2, Auto Scaling: `CreateLaunchTemplateVersion`) or, for S3, `PUT *.tfstate`
 (a Terraform state write) and `PUT *.tflock`. `seen[name]` is set when such a request ARRIVES (before it
 is forwarded), so a test knows the call is in flight; `delay(name, seconds)` holds those requests that long
-before forwarding them, so the call stays in flight while the test kills the run.
+before forwarding them, so the call stays in flight while the test kills the run. `hold(name)` holds them
+until `release(name)`: forwarded then, or with `forward=False` dropped (they never reach moto, and the
+connection closes without an answer: a write lost with its writer).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 import urllib.parse
 from collections import defaultdict
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.ports import free_port
@@ -35,6 +38,15 @@ def rule_of(method: str, path: str, body: bytes) -> str | None:
     return action[0] if action else None
 
 
+HOLD_LIMIT_SECONDS = 900  # a held request forgotten by its test goes on after this
+
+
+@dataclass
+class _Gate:
+    opened: threading.Event = field(default_factory=threading.Event)
+    forward: bool = True
+
+
 class SlowMoto:
     """`with SlowMoto(upstream) as proxy:` ... `proxy.endpoint` is the URL to give the blocks."""
 
@@ -44,6 +56,7 @@ class SlowMoto:
         self.delays: dict[str, float] = {}
         self.seen: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         self.counts: defaultdict[str, int] = defaultdict(int)
+        self.gates: dict[str, _Gate] = {}
         self._lock = threading.Lock()
         self.port = free_port()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -61,17 +74,36 @@ class SlowMoto:
             self.seen[rule].clear()
         return self.seen[rule]
 
+    def hold(self, rule: str) -> threading.Event:
+        """Hold each request of `rule` until `release(rule)`; returns the (cleared) seen event."""
+        with self._lock:
+            self.gates[rule] = _Gate()
+            self.seen[rule].clear()
+        return self.seen[rule]
+
+    def release(self, rule: str, forward: bool = True) -> None:
+        """Let the held requests of `rule` go on to moto, or drop them (`forward=False`)."""
+        with self._lock:
+            gate = self.gates.pop(rule, None)
+        if gate:
+            gate.forward = forward
+            gate.opened.set()
+
     def clear(self) -> None:
+        """No delay and no hold any more: held requests are forwarded."""
         with self._lock:
             self.delays.clear()
+            rules = list(self.gates)
+        for rule in rules:
+            self.release(rule)
 
-    def _arrived(self, rule: str | None) -> float:
+    def _arrived(self, rule: str | None) -> tuple[float, _Gate | None]:
         if rule is None:
-            return 0.0
+            return 0.0, None
         with self._lock:
             self.counts[rule] += 1
             self.seen[rule].set()
-            return self.delays.get(rule, 0.0)
+            return self.delays.get(rule, 0.0), self.gates.get(rule)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -98,9 +130,14 @@ class SlowMoto:
 
             def _forward(self) -> None:
                 body = self._body()
-                wait = proxy._arrived(rule_of(self.command, self.path, body))
+                wait, gate = proxy._arrived(rule_of(self.command, self.path, body))
                 if wait:
                     time.sleep(wait)
+                if gate:
+                    gate.opened.wait(HOLD_LIMIT_SECONDS)
+                    if not gate.forward:
+                        self.close_connection = True
+                        return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
                 headers["Content-Length"] = str(len(body))
                 conn = http.client.HTTPConnection(*proxy.upstream, timeout=300)
