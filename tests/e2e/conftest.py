@@ -7,21 +7,14 @@ import uuid
 import boto3
 import pytest
 
-from blocks import TerraformBackend
+from tests.blocks import save_backend
 
 
 @pytest.fixture
 def backend_block(blocks, sandbox_env) -> str:  # noqa: ANN001
     """A Terraform backend block with a state key prefix of its own, so tests never share state."""
     name = f"tf-backend-e2e-{uuid.uuid4().hex[:8]}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
-        key_prefix=f"tests/{name}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=5,
-    ).save(name, overwrite=True)
-    return name
+    return save_backend(sandbox_env, name, f"tests/{name}/")
 
 
 @pytest.fixture

@@ -197,17 +197,11 @@ def task_span(state, run_id) -> tuple[datetime, datetime]:  # noqa: ANN001
 @pytest.fixture
 def backend_block(cluster, sandbox_env: dict[str, str]) -> str:  # noqa: ANN001
     """A TerraformBackend block with a key prefix of its own: this test's state never meets another's."""
-    from blocks import TerraformBackend
+    from tests.blocks import save_backend
 
     name = f"tf-backend-scale-{uuid.uuid4().hex[:8]}"
     with on(cluster):
-        TerraformBackend(
-            bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-            region=sandbox_env["AWS_DEFAULT_REGION"],
-            key_prefix=f"tests/{name}/",
-            endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-            lock_timeout_seconds=60,
-        ).save(name, overwrite=True)
+        save_backend(sandbox_env, name, f"tests/{name}/", lock_timeout_seconds=60)
     return name
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from blocks import AWS_BLOCK, TerraformBackend
 from tasks.terraform import apply_plan, destroy_now, plan_now
+from tests.blocks import save_backend
 from tools import terraform as tf
 from tools.errors import InvalidInput, StateLocked
 from tools.identity import ProcessRef, this_host
@@ -25,14 +26,7 @@ SMOKE = "sandbox/smoke"
 def backend_block(blocks, sandbox_env) -> str:
     """A TerraformBackend block with a unique key prefix: every test has its own state."""
     name = f"tf-backend-test-{uuid.uuid4().hex[:8]}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region=sandbox_env.get("AWS_DEFAULT_REGION", "eu-central-1"),
-        key_prefix=f"tests/{name}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=3,
-    ).save(name, overwrite=True)
-    return name
+    return save_backend(sandbox_env, name, f"tests/{name}/", lock_timeout_seconds=3)
 
 
 def test_terraform_version_is_supported():

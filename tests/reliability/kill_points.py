@@ -30,8 +30,8 @@ from typing import Any
 
 import boto3
 
-from blocks import AwsClientParameters, AwsCredentials, TerraformBackend
 from tests import leftovers
+from tests.blocks import save_aws, save_backend
 from tests.reliability.helpers import wait_for
 from tests.reliability.invariants import Stack, tools_left, wait_no_tools  # noqa: F401 - re-exported
 from tests.reliability.slow_moto import SlowMoto
@@ -83,20 +83,9 @@ def setup(sandbox_env: dict[str, str], workdir: Path) -> Iterator[Setup]:
     endpoint = sandbox_env["AWS_ENDPOINT_URL"]
     with SlowMoto(endpoint) as proxy:
         aws_block = f"kp-aws-{uid}"
-        AwsCredentials(
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto takes any key
-            region_name="eu-central-1",
-            aws_client_parameters=AwsClientParameters(endpoint_url=proxy.endpoint),
-        ).save(aws_block, overwrite=True)
+        save_aws(aws_block, proxy.endpoint)
         backend_block = f"kp-backend-{uid}"
-        TerraformBackend(
-            bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-            region="eu-central-1",
-            key_prefix=f"kp/{uid}/",
-            endpoint_url=proxy.endpoint,
-            lock_timeout_seconds=5,
-        ).save(backend_block, overwrite=True)
+        save_backend(sandbox_env, backend_block, f"kp/{uid}/", endpoint_url=proxy.endpoint)
 
         def client(service: str) -> Any:
             return boto3.client(service, endpoint_url=endpoint, region_name="eu-central-1")

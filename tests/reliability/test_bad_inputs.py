@@ -22,9 +22,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from blocks import DockerHost, TerraformBackend
+from blocks import DockerHost
 from flows.refresh import refresh_servers
 from flows.release import build_app, deploy_app, release
+from tests.blocks import save_backend
 from tests.conftest import BUILDER_IMAGE, TEST_LABEL
 from tests.reliability.helpers import ProcSampler, sandbox_catalog
 from tests.spawn_count import SpawnCounter
@@ -442,13 +443,7 @@ def ctx(workdir: Path, blocks, sandbox_env) -> Ctx:  # noqa: ANN001
     app = workdir / "hire-help"
     shutil.copytree(APP_SRC, app)
     backend = f"rel-backend-{uid}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region="eu-central-1",
-        key_prefix=f"rel/{uid}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=5,
-    ).save(backend, overwrite=True)
+    save_backend(sandbox_env, backend, f"rel/{uid}/")
     return Ctx(uid=uid, app=app, backend_block=backend, workdir=workdir)
 
 

@@ -10,7 +10,7 @@ import uuid
 import boto3
 import pytest
 
-from blocks import TerraformBackend
+from tests.blocks import save_backend
 from tests.integration.flows_for_tests import served_run
 from tests.reliability.helpers import wait_for
 
@@ -32,13 +32,7 @@ def test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succee
 
     uid = uuid.uuid4().hex[:10]
     backend_block = f"rel-cancel-{uid}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region="eu-central-1",
-        key_prefix=f"rel/{uid}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=5,
-    ).save(backend_block, overwrite=True)
+    save_backend(sandbox_env, backend_block, f"rel/{uid}/")
     state_key = f"rel/{uid}/{STACK}/terraform.tfstate"
     s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="eu-central-1")
     bucket = sandbox_env["DEVOPS_TF_STATE_BUCKET"]

@@ -27,7 +27,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from blocks import TerraformBackend
+from tests.blocks import save_backend
 from tests.conftest import read_flow_run_logs
 from tools import terraform as tf
 from tools.errors import StateLocked
@@ -45,13 +45,7 @@ SUFFIX = "20261205120000000000000001"  # Terraform's unique suffix: 18 digits of
 def backend(blocks, sandbox_env):  # noqa: ANN001, ANN201
     uid = uuid.uuid4().hex[:10]
     name = f"rel-dead-{uid}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region="eu-central-1",
-        key_prefix=f"rel/{uid}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=2,
-    ).save(name, overwrite=True)
+    save_backend(sandbox_env, name, f"rel/{uid}/", lock_timeout_seconds=2)
     return name, f"rel/{uid}/", uid
 
 

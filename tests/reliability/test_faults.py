@@ -22,8 +22,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from blocks import AWS_BLOCK, AwsClientParameters, AwsCredentials, TerraformBackend
+from blocks import AWS_BLOCK
 from flows.release import build_app
+from tests.blocks import save_aws, save_backend
 from tests.conftest import TEST_LABEL
 from tests.reliability.helpers import PrivateMoto, ProcSampler, descends_from, processes, wait_for
 from tools import sbt
@@ -44,29 +45,13 @@ def app(workdir: Path) -> Path:
 
 def _backend(sandbox_env, uid: str) -> str:  # noqa: ANN001
     name = f"rel-backend-{uid}"
-    TerraformBackend(
-        bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-        region="eu-central-1",
-        key_prefix=f"rel/{uid}/",
-        endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-        lock_timeout_seconds=5,
-    ).save(name, overwrite=True)
-    return name
+    return save_backend(sandbox_env, name, f"rel/{uid}/")
 
 
 def _aws_block(endpoint: str, uid: str) -> str:
-    name = f"rel-aws-{uid}"
-    AwsCredentials(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="eu-central-1",
-        # One retry per request (boto3 and Packer's max_retries): a stopped moto fails in seconds, not
-        # after the SDKs' default back-off of ~50 s per attempt of the retried task.
-        aws_client_parameters=AwsClientParameters(
-            endpoint_url=endpoint, config={"retries": {"max_attempts": 2, "mode": "standard"}}
-        ),
-    ).save(name, overwrite=True)
-    return name
+    # One retry per request (boto3 and Packer's max_retries): a stopped moto fails in seconds, not after
+    # the SDKs' default back-off of ~50 s per attempt of the retried task.
+    return save_aws(f"rel-aws-{uid}", endpoint, config={"retries": {"max_attempts": 2, "mode": "standard"}})
 
 
 def _state_objects(sandbox_env, uid: str) -> dict[str, dict]:  # noqa: ANN001

@@ -21,11 +21,12 @@ import boto3
 import pytest
 from prefect_docker import DockerRegistryCredentials
 
-from blocks import AppSecrets, AwsClientParameters, AwsCredentials, TerraformBackend
+from blocks import AppSecrets
 from flows.apply import StackRequest, apply_stack
 from flows.release import build_app, publish_image
 from tasks.release import BuildParams, PublishParams
 from tasks.terraform import destroy_now
+from tests.blocks import save_aws, save_backend
 from tests.reliability.helpers import (
     PrivateRegistry,
     ProcSampler,
@@ -77,19 +78,8 @@ def test_no_secret_leaks_on_the_failure_paths(blocks, builder_image, sandbox_env
             registry_url=registry.address, username=registry.user, password=wrong_pw, reauth=True
         ).save(f"relf-registry-{uid}", overwrite=True)
         AppSecrets(values={"PROJECT_DB_PASSWORD": app_pw}).save(f"relf-app-{uid}", overwrite=True)
-        AwsCredentials(
-            aws_access_key_id="testing",
-            aws_secret_access_key=aws_pw,
-            region_name="eu-central-1",
-            aws_client_parameters=AwsClientParameters(endpoint_url=endpoint),
-        ).save(f"relf-aws-{uid}", overwrite=True)
-        TerraformBackend(
-            bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-            region="eu-central-1",
-            key_prefix=f"relf/{uid}/",
-            endpoint_url=endpoint,
-            lock_timeout_seconds=10,
-        ).save(f"relf-backend-{uid}", overwrite=True)
+        save_aws(f"relf-aws-{uid}", endpoint, aws_pw)
+        save_backend(sandbox_env, f"relf-backend-{uid}", f"relf/{uid}/", 10, endpoint)
         ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name="eu-central-1")
         ami = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
         # A pinned launch template version that does not exist: the plan passes, the apply fails (AWS

@@ -26,12 +26,13 @@ import pytest
 from prefect.blocks.system import Secret
 from prefect_docker import DockerRegistryCredentials
 
-from blocks import AppSecrets, AwsClientParameters, AwsCredentials, TerraformBackend
+from blocks import AppSecrets
 from flows.refresh import AnsibleTarget, refresh_servers
 from flows.release import ReleaseParams, release
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.release import HealthCheck, PortMapping
 from tasks.terraform import destroy_now
+from tests.blocks import save_aws, save_backend
 from tests.conftest import TEST_LABEL, free_port
 from tests.reliability.helpers import (
     PrivateRegistry,
@@ -178,20 +179,9 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
             registry_url=registry.address, username=registry.user, password=reg_pw, reauth=True
         ).save(f"rel-registry-{uid}", overwrite=True)
         AppSecrets(values={"PROJECT_DB_PASSWORD": app_pw}).save(f"rel-app-{uid}", overwrite=True)
-        AwsCredentials(
-            aws_access_key_id="testing",
-            aws_secret_access_key=aws_pw,
-            region_name="eu-central-1",
-            aws_client_parameters=AwsClientParameters(endpoint_url=sandbox_env["AWS_ENDPOINT_URL"]),
-        ).save(f"rel-aws-{uid}", overwrite=True)
+        save_aws(f"rel-aws-{uid}", sandbox_env["AWS_ENDPOINT_URL"], aws_pw)
         Secret(value=vault_pw).save(f"rel-vault-{uid}", overwrite=True)
-        TerraformBackend(
-            bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"],
-            region="eu-central-1",
-            key_prefix=f"rel/{uid}/",
-            endpoint_url=sandbox_env["AWS_ENDPOINT_URL"],
-            lock_timeout_seconds=10,
-        ).save(f"rel-backend-{uid}", overwrite=True)
+        save_backend(sandbox_env, f"rel-backend-{uid}", f"rel/{uid}/", lock_timeout_seconds=10)
         app = workdir / "hire-help"
         shutil.copytree(INFRA_DIR / "apps" / "hire-help", app)
         tree = _ansible_copy(workdir, vault_pw)
