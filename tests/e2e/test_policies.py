@@ -1,0 +1,150 @@
+"""Plan policies against the real server and real Terraform against moto, on the sandbox/policy stack
+(infra/policies/stacks.toml: instance-type-allowlist t3.nano/t3.micro, require-tags, warn-on-replacement,
+protect-asg-launch-template): a deny fails the run before apply and leaves nothing behind; a pass
+applies with the table artifact; a replacement warning makes approval=auto ask, and a rejection applies
+nothing."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from blocks import AWS_BLOCK, TerraformBackend
+from flows.apply import StackRequest, apply_stack
+from tasks.terraform import destroy_now
+from tests.e2e.test_approval import _form, _paused_run, _Run
+from tests.sshd import flow_run_artifacts
+from tools.errors import PolicyDenied
+from tools.terraform_workspace import WORKSPACE_PREFIX
+
+pytestmark = pytest.mark.e2e
+STACK = "sandbox/policy"
+ARTIFACT = "policy-sandbox-policy"
+
+
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temp dir for this test's runs only: their Terraform workspaces land here, so 'this run's
+    workspaces are gone' is checked without looking at other tests' (parallel) workspaces."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(path))
+    return path
+
+
+@pytest.fixture
+def s3(sandbox_env):  # noqa: ANN001, ANN201
+    return boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
+
+
+def _objects(s3, backend_block: str) -> list[str]:  # noqa: ANN001
+    backend = TerraformBackend.load(backend_block)
+    listed = s3.list_objects_v2(Bucket=backend.bucket, Prefix=backend.key_prefix).get("Contents") or []
+    return [item["Key"] for item in listed]
+
+
+def _made(ec2, name: str) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
+    groups = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name]
+    templates = [
+        t
+        for t in ec2.describe_launch_templates()["LaunchTemplates"]
+        if t["LaunchTemplateName"] == f"lt-{name}"
+    ]
+    return groups, templates
+
+
+def _table(run_id) -> list[dict]:  # noqa: ANN001
+    found = [a for a in flow_run_artifacts(run_id) if a.key == ARTIFACT]
+    assert found and found[0].type == "table", [a.key for a in flow_run_artifacts(run_id)]
+    data = found[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def _cleanup(s3, ec2, backend_block: str, name: str) -> None:  # noqa: ANN001
+    try:
+        if _objects(s3, backend_block):  # something was applied
+            destroy_now(STACK, {"name": name}, backend_block)
+    finally:
+        groups, templates = _made(ec2, name)
+        for template in templates:
+            ec2.delete_launch_template(LaunchTemplateId=template["LaunchTemplateId"])
+        for group in groups:
+            ec2.delete_security_group(GroupId=group["GroupId"])
+        for key in _objects(s3, backend_block):
+            s3.delete_object(Bucket=TerraformBackend.load(backend_block).bucket, Key=key)
+
+
+def test_a_denied_plan_fails_the_run_before_apply_and_leaves_nothing(backend_block, ec2, s3, own_tmp) -> None:  # noqa: ANN001
+    name = f"policy-deny-{uuid.uuid4().hex[:8]}"
+    request = StackRequest(stack=STACK, variables={"name": name, "instance_type": "m5.24xlarge"})
+    try:
+        state = apply_stack(request, backend_block, AWS_BLOCK, return_state=True)
+        assert state.is_failed(), state
+        exc = state.result(raise_on_failure=False)
+        assert isinstance(exc, PolicyDenied), repr(exc)
+        assert [rule for rule, _ in exc.denials] == ["instance-type-allowlist"], exc.denials
+        assert "instance-type-allowlist" in str(exc) and "m5.24xlarge" in str(exc)
+        assert "instance-type-allowlist" in (state.message or ""), state.message
+        rows = _table(state.state_details.flow_run_id)
+        assert ("instance-type-allowlist", "deny") in {(r["rule"], r["level"]) for r in rows}, rows
+        # nothing applied, nothing stored, no lock, no workspace of this run left
+        assert _made(ec2, name) == ([], [])
+        assert _objects(s3, backend_block) == []  # no state, no .tflock, no pending plan, no holder record
+        assert list(own_tmp.glob(f"{WORKSPACE_PREFIX}*")) == []
+    finally:
+        _cleanup(s3, ec2, backend_block, name)
+
+
+def test_a_pass_applies_and_a_replacement_warning_makes_auto_approval_ask(
+    backend_block, ec2, s3, own_tmp
+) -> None:  # noqa: ANN001
+    from prefect.flow_runs import resume_flow_run
+
+    name = f"policy-warn-{uuid.uuid4().hex[:8]}"
+    try:
+        # pass: applied, every rule in the table read back from the API
+        state = apply_stack(
+            StackRequest(stack=STACK, variables={"name": name}), backend_block, AWS_BLOCK, return_state=True
+        )
+        outcome = state.result()
+        assert outcome.applied and outcome.reason == "applied", outcome
+        rows = _table(state.state_details.flow_run_id)
+        assert {r["rule"] for r in rows} == {
+            "protect-asg-launch-template",
+            "instance-type-allowlist",
+            "require-tags",
+            "warn-on-replacement",
+        }, rows
+        assert {r["level"] for r in rows} == {"pass"}, rows
+        groups, templates = _made(ec2, name)
+        assert [g["GroupId"] for g in groups] == [outcome.result.value("security_group_id")]
+        assert {t["Key"]: t["Value"] for t in templates[0]["Tags"]}.get("owner") == "platform"
+
+        # warn: a new description replaces the security group; approval=auto pauses for a person
+        replaced = StackRequest(stack=STACK, variables={"name": name, "description": "replaced"})
+        assert replaced.approval == "auto"
+        run = _Run(replaced, backend_block)
+        run.start()
+        paused = _paused_run(name)
+        _, description = _form(paused)
+        assert "warn-on-replacement" in description and "aws_security_group.policy" in description, (
+            description
+        )
+        warned = [r for r in _table(paused.id) if r["level"] == "warn"]
+        assert [r["rule"] for r in warned] == ["warn-on-replacement"], warned
+        resume_flow_run(paused.id, run_input={"approved": False, "approver": "Ada", "reason": "keep it"})
+        run.join(timeout=300)
+        assert not run.is_alive() and run.error is None, run.error
+        rejected = run.state.result()
+        assert rejected.reason == "rejected" and not rejected.applied, rejected
+        assert [(g["GroupId"], g["Description"]) for g in _made(ec2, name)[0]] == [
+            (outcome.result.value("security_group_id"), "devops-flows policy test")
+        ]
+        assert list(own_tmp.glob(f"{WORKSPACE_PREFIX}*")) == []
+    finally:
+        _cleanup(s3, ec2, backend_block, name)
