@@ -1,5 +1,5 @@
 """moto's AWS server as the sandbox, the bench and the tests start it: `python -m tools.sandbox_moto -H
-127.0.0.1 -p PORT` (moto_server's own arguments), with three fixes of moto 5.2.
+127.0.0.1 -p PORT` (moto_server's own arguments), with four fixes of moto 5.2.
 
 moto parses `UserData` in CreateLaunchTemplate but keeps it raw in CreateLaunchTemplateVersion, and later
 asserts it is parsed: once Terraform has made version 2 of a launch template (the AWS provider sends the
@@ -13,6 +13,11 @@ have: a tagged launch template (the xwiki stack's, tagged for the require-tags p
 every plan shows a change and detect-drift reports drift. Here `launch-template` tag specifications are
 kept out of the version's data (AWS rejects that resource type inside launch template data anyway); the
 template itself keeps its tags.
+
+moto answers DescribeLaunchTemplates with the tags a launch template had when it was created (a copy
+taken then), so tags added or changed later (CreateTags, which Terraform uses to update them) are stored
+but never shown: a launch template whose tags change (an adopted orphan, a new `owner`) never converges.
+Here a launch template's `tags` are read from the tag store each time, as for other EC2 resources.
 
 moto's server is threaded but its in-memory backends are not thread-safe: under the test suite's parallel
 load a request could fail half-way after its change was made, and the client's retry then met its own
@@ -66,6 +71,7 @@ def _patch() -> None:
         return create_template(self, name, description, data, tag_spec)
 
     LaunchTemplateBackend.create_launch_template = create_template_own_tags_apart
+    LaunchTemplate.tags = property(LaunchTemplate.get_tags, lambda self, value: None)  # live, not a copy
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 

@@ -1,5 +1,6 @@
 """The sandbox's moto fix for tagged launch templates, in process (moto's mock): the template keeps its
-own tags, its version's data does not get them (so a tagged launch template converges)."""
+own tags, its version's data does not get them, and tags changed later are shown (so a tagged launch
+template converges)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,7 @@ def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -
         )["LaunchTemplate"]
         data = ec2.describe_launch_template_versions(LaunchTemplateId=plain["LaunchTemplateId"])
         assert "TagSpecifications" not in data["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        ec2.create_tags(Resources=[plain["LaunchTemplateId"]], Tags=[{"Key": "environment", "Value": "prod"}])
+        described = ec2.describe_launch_templates(LaunchTemplateIds=[plain["LaunchTemplateId"]])
+        tags = {t["Key"]: t["Value"] for t in described["LaunchTemplates"][0]["Tags"]}
+        assert tags == {"owner": "p", "environment": "prod"}
