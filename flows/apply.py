@@ -9,6 +9,10 @@ and auto scaling groups (launch template id/version): an apply whose state write
 state) is not "converged". Other changes made outside Terraform are `detect-drift`'s job;
 `skip_when_converged=False` forces a plan.
 
+Policies (tasks/policy.py, docs/policies.md): a plan with resource changes is checked by the stack's rules
+in infra/policies; a deny fails the run with PolicyDenied (plan discarded), a warning makes approval
+required even when approval is auto.
+
 Honest plans: drift (objects changed outside Terraform) and output changes count as changes. A plan with
 no resource change but drift or outputs is applied with `terraform apply -refresh-only` (reason
 `refreshed`): it saves the refreshed state, changes nothing in AWS, and so needs no approval.
