@@ -98,8 +98,9 @@ class PolicyReport(BaseModel):
         return "\n".join(lines)
 
 
-def known_rules(base: Path = POLICY_DIR) -> list[str]:
+def known_rules(base: Path | None = None) -> list[str]:
     """The rule names defined under `base` (files starting with `_` are helpers, not rules)."""
+    base = base or POLICY_DIR
     return sorted(p.stem.replace("_", "-") for p in base.glob("*.py") if not p.name.startswith("_"))
 
 
@@ -138,11 +139,13 @@ def _read_stacks(base: Path, stacks_base: Path) -> dict[str, dict[str, dict[str,
 
 
 def selection(
-    stack: str, base: Path = POLICY_DIR, stacks_base: Path = TERRAFORM_DIR
+    stack: str, base: Path | None = None, stacks_base: Path | None = None
 ) -> dict[str, tuple[Callable[..., Any], dict[str, Any]]]:
     """The rules of `stack` (rule name -> its check function and options), the whole of stacks.toml
-    checked first. InvalidInput for anything malformed (see the module's docstring)."""
-    stacks = _read_stacks(base, stacks_base)
+    checked first. InvalidInput for anything malformed (see the module's docstring). `base` defaults to
+    POLICY_DIR, `stacks_base` to infra/terraform (read at call time)."""
+    base = base or POLICY_DIR
+    stacks = _read_stacks(base, stacks_base or TERRAFORM_DIR)
     chosen: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {}
     for entry, rules in stacks.items():
         for name, options in rules.items():
@@ -157,7 +160,7 @@ def selection(
     return chosen
 
 
-def has_policies(stack: str, base: Path = POLICY_DIR, stacks_base: Path = TERRAFORM_DIR) -> bool:
+def has_policies(stack: str, base: Path | None = None, stacks_base: Path | None = None) -> bool:
     return bool(selection(stack, base, stacks_base))
 
 
@@ -180,8 +183,8 @@ def _findings(result: Any) -> list[Verdict]:  # noqa: ANN401 - whatever a rule r
 def evaluate(
     stack: str,
     plan: Mapping[str, Any],
-    base: Path = POLICY_DIR,
-    stacks_base: Path = TERRAFORM_DIR,
+    base: Path | None = None,
+    stacks_base: Path | None = None,
 ) -> PolicyReport:
     """Run the rules of `stack` over the plan JSON; each rule gets its own copy of plan and options."""
     import copy

@@ -2,11 +2,12 @@
 (infra/policies/stacks.toml: instance-type-allowlist t3.nano/t3.micro, require-tags, warn-on-replacement,
 protect-asg-launch-template): a deny fails the run before apply and leaves nothing behind; a pass
 applies with the table artifact; a replacement warning makes approval=auto ask, and a rejection applies
-nothing."""
+nothing; a malformed selection fails apply-stack and ami-rollout before any process."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -148,3 +149,49 @@ def test_a_pass_applies_and_a_replacement_warning_makes_auto_approval_ask(
         assert list(own_tmp.glob(f"{WORKSPACE_PREFIX}*")) == []
     finally:
         _cleanup(s3, ec2, backend_block, name)
+
+
+@pytest.mark.parametrize(
+    ("flow", "appended", "expected"),
+    [
+        ("apply-stack", '[stacks."sandbox/smoke"]\nno-such-rule = {}', "unknown policy rule 'no-such-rule'"),
+        ("ami-rollout", '[stacks."scalac/internal-prod/xwiki"]\nx = {}', "stacks.toml is not valid TOML"),
+    ],
+    ids=["apply-stack-unknown-rule", "ami-rollout-bad-toml"],
+)
+def test_a_malformed_selection_fails_before_any_process(  # noqa: ANN001, PLR0913
+    flow: str,
+    appended: str,
+    expected: str,
+    backend_block,
+    s3,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.rollout import ami_rollout
+    from tests.reliability.helpers import ProcSampler
+    from tools import policy
+    from tools.errors import InvalidInput
+
+    broken = tmp_path / "policies"
+    shutil.copytree(policy.POLICY_DIR, broken)
+    with (broken / "stacks.toml").open("a") as fh:
+        fh.write(f"\n{appended}\n")
+    monkeypatch.setattr(policy, "POLICY_DIR", broken)
+    name = f"policy-bad-{uuid.uuid4().hex[:8]}"
+    with ProcSampler(interval=0.05) as sampler:
+        if flow == "apply-stack":
+            state = apply_stack(
+                StackRequest(stack=STACK, variables={"name": name}),
+                backend_block,
+                AWS_BLOCK,
+                return_state=True,
+            )
+        else:
+            request = {"bake": {"host": "xwiki", "environment": f"rel-{name}"}, "variables": {"name": name}}
+            state = ami_rollout(request=request, backend_block=backend_block, return_state=True)
+    assert state.is_failed(), state
+    exc = state.result(raise_on_failure=False)
+    assert isinstance(exc, InvalidInput) and expected in str(exc), repr(exc)
+    assert sampler.tools_seen == [], f"a tool process was started: {sampler.tools_seen}"
+    assert _objects(s3, backend_block) == []
