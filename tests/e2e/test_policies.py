@@ -195,3 +195,38 @@ def test_a_malformed_selection_fails_before_any_process(  # noqa: ANN001, PLR091
     assert isinstance(exc, InvalidInput) and expected in str(exc), repr(exc)
     assert sampler.tools_seen == [], f"a tool process was started: {sampler.tools_seen}"
     assert _objects(s3, backend_block) == []
+
+
+def test_a_warning_suspends_a_deployment_run_and_the_approved_plan_is_checked_again(  # noqa: ANN001
+    backend_block, ec2, s3, workdir: Path
+) -> None:
+    """The scheduled case: a deployment run with approval=auto whose plan warns suspends with the plan
+    stored; approved, the rules run again over exactly that stored plan, and it is applied."""
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    from tests.e2e.test_durable_approval import _final, _state, _suspended
+    from tests.served import served
+
+    name = f"policy-durable-{uuid.uuid4().hex[:8]}"
+    try:
+        first = apply_stack(StackRequest(stack=STACK, variables={"name": name}), backend_block, AWS_BLOCK)
+        assert first.applied, first
+        request = StackRequest(stack=STACK, variables={"name": name, "description": "replaced"})
+        assert request.approval == "auto"
+        with served("flows.apply:apply_stack", f"policy-{name}", workdir / "served.log") as deployment:
+            run = run_deployment(
+                deployment,
+                parameters={"request": request.model_dump(mode="json"), "backend_block": backend_block},
+                timeout=0,
+            )
+            _suspended(run.id)
+            assert [k for k in _objects(s3, backend_block) if "/pending/" in k], "no stored plan"
+            resume_flow_run(run.id, run_input={"approved": True, "approver": "Ada", "reason": "expected"})
+            assert _final(run.id).is_completed(), _state(run.id)
+        assert [g["Description"] for g in _made(ec2, name)[0]] == ["replaced"]
+        tables = [a for a in flow_run_artifacts(run.id) if a.key == ARTIFACT]
+        assert len(tables) == 2, [a.key for a in flow_run_artifacts(run.id)]  # before asking, before applying
+        assert not [k for k in _objects(s3, backend_block) if "/pending/" in k]
+    finally:
+        _cleanup(s3, ec2, backend_block, name)
