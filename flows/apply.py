@@ -9,6 +9,10 @@ and auto scaling groups (launch template id/version): an apply whose state write
 state) is not "converged". Other changes made outside Terraform are `detect-drift`'s job;
 `skip_when_converged=False` forces a plan.
 
+Policies (tasks/policy.py, docs/policies.md): a plan with resource changes is checked by the stack's rules
+in infra/policies; a deny fails the run with PolicyDenied (plan discarded), a warning makes approval
+required even when approval is auto.
+
 Honest plans: drift (objects changed outside Terraform) and output changes count as changes. A plan with
 no resource change but drift or outputs is applied with `terraform apply -refresh-only` (reason
 `refreshed`): it saves the refreshed state, changes nothing in AWS, and so needs no approval.
@@ -42,6 +46,7 @@ from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK
 from tasks import approval as approvals
 from tasks.approval import SUSPENDING_RUN, ApprovalInput, PendingPlan, suspending_here
 from tasks.notify import notify
+from tasks.policy import policy_gate, validate_policies
 from tasks.preflight import validate_stack
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import (
@@ -115,6 +120,7 @@ def apply(
     """The apply steps, shared by apply-stack and ami-rollout."""
     stack = tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix()
     tf.check_variables(tf.resolve_stack(stack), request.variables)
+    validate_policies(stack)  # infra/policies: InvalidInput before any process
     validate_stack(stack)  # pre-flight: terraform validate, before any plan
     log = default_logger()
     limit = ensure_stack_limit(stack)
@@ -166,7 +172,14 @@ def apply(
             record_converged(stack, request.variables, backend_block, aws_block)
             log.info("refreshed: %s; the state now matches AWS (no infrastructure changed)", summary.counts())
             return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="refreshed", result=result)
-        if request.approval is Approval.required and suspending is not None:
+        policies = policy_gate(summary)  # deny: PolicyDenied, the plan discarded
+        approval = request.approval
+        if policies is not None and policies.warned and approval is Approval.auto:
+            log.warning(
+                "policy warnings (%s): approval is required", ", ".join(r.rule for r in policies.warned)
+            )
+            approval = Approval.required
+        if approval is Approval.required and suspending is not None:
             pending = approvals.store_pending(
                 summary,
                 request.variables,
@@ -178,11 +191,13 @@ def apply(
             return ApplyOutcome(
                 stack=stack, plan=summary, applied=False, reason="awaiting approval", pending=pending
             )
-        if request.approval is Approval.required:
+        if approval is Approval.required:
             try:
                 answer = pause_flow_run(
                     wait_for_input=ApprovalInput.with_initial_data(
-                        description=summary.markdown() + "\n\nApprove to apply exactly this plan."
+                        description=summary.markdown()
+                        + (f"\n\n{policies.markdown()}" if policies else "")
+                        + "\n\nApprove to apply exactly this plan."
                     ),
                     timeout=request.approval_timeout_seconds,
                 )
@@ -204,7 +219,7 @@ def apply(
         applied=True,
         reason="applied",
         result=result,
-        approved_by=answer.approver if request.approval is Approval.required else None,
+        approved_by=answer.approver if approval is Approval.required else None,
     )
 
 
@@ -245,6 +260,7 @@ def _resume_pending(
         approvals.drop_pending(pending, backend_block, aws_block)
     if summary is None:
         return None  # stale: plan again, ask again
+    policy_gate(summary)  # the rules as they are now, over exactly this plan (deny: PolicyDenied)
     result = apply_plan(summary, backend_block, aws_block, request.restore_on_rollback or None)
     record_converged(stack, request.variables, backend_block, aws_block)
     return ApplyOutcome(

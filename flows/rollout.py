@@ -34,6 +34,7 @@ from tasks import aws as aws_tasks
 from tasks.approval import suspending_here
 from tasks.instance_refresh import HealthGate, RefreshReport, RefreshSpec, refresh_instances
 from tasks.packer import BakeResult
+from tasks.policy import validate_policies
 from tasks.preflight import validate_stack
 from tasks.task_runner import is_cancel
 from tools import terraform as tf
@@ -79,6 +80,7 @@ def _validate(request: RolloutRequest) -> None:
         raise InvalidInput("variables must not set ami_id: the rollout sets it to the AMI it bakes")
     tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, "ami_id": ""})
     request.refresh.health.check_inputs()
+    validate_policies(tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix())
     validate_stack(request.stack)  # pre-flight before the bake (apply-stack finds the pass remembered)
 
 

@@ -35,6 +35,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from tasks import audit
+from tasks.policy import has_policies
 from tasks.terraform_context import runner_for, state_bucket
 from tools import aws as aws_tool
 from tools import terraform as tf
@@ -204,6 +205,8 @@ def load_approved_plan(pending: PendingPlan, backend_block: str, aws_block: str)
         config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
         tf.init(runner, config, backend.lock_timeout_seconds)
         (Path(workspace.path) / tf.PLAN_FILE).write_bytes(plan)
+        if has_policies(pending.stack):  # the gate reads exactly this plan again before the apply
+            tf.save_plan_json(workspace, tf.show_plan(runner))
     except BaseException:
         tf.remove_workspace(workspace)
         raise

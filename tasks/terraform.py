@@ -92,6 +92,8 @@ def plan_now(
                     tf.plan(runner, backend.lock_timeout_seconds)
                 shown = tf.show_plan(runner)
         summary = tf.summarize_plan(stack, shown)
+        if keep_plan:
+            tf.save_plan_json(workspace, shown)  # the policies read it (tasks/policy.py)
     except StateLocked as exc:
         tf.remove_workspace(workspace)
         raise name_holder(exc, stack, backend_block, aws_block)  # noqa: B904 - it chains `exc` itself

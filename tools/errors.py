@@ -14,7 +14,8 @@
     ├── TerraformError            any terraform sub-command failed
     │   ├── StateLocked           the state lock is held by someone else
     │   ├── TerraformStillRunning a dead run's terraform still works on the stack after our wait
-    │   └── ApprovalFailed        an approved plan could not be applied as approved (stored plan differs)
+    │   ├── ApprovalFailed        an approved plan could not be applied as approved (stored plan differs)
+    │   └── PolicyDenied          a policy rule denied the plan: nothing applied (names rules and messages)
     ├── AnsibleRunFailed          hosts failed or were unreachable (names them and their tasks)
     ├── PreflightFailed           a check before any change (validate, syntax-check, lint) found problems
     └── AwsError                  an AWS API call failed (boto3)
@@ -140,6 +141,15 @@ class TerraformStillRunning(TerraformError):
 
 class ApprovalFailed(TerraformError):
     """The approved plan is not the stored one (checksum differs): nothing was applied."""
+
+
+class PolicyDenied(TerraformError):
+    """A plan policy (infra/policies) denied the plan before any apply: the plan was discarded, nothing
+    stored or applied. `denials` holds (rule, message) pairs; the message names them all."""
+
+    def __init__(self, message: str, *, denials: Sequence[tuple[str, str]] = (), **kwargs) -> None:  # noqa: ANN003
+        self.denials = [tuple(d) for d in denials]
+        super().__init__(message, **kwargs)
 
 
 class AnsibleRunFailed(ToolError):

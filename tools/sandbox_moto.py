@@ -1,10 +1,23 @@
 """moto's AWS server as the sandbox, the bench and the tests start it: `python -m tools.sandbox_moto -H
-127.0.0.1 -p PORT` (moto_server's own arguments), with two fixes of moto 5.2.
+127.0.0.1 -p PORT` (moto_server's own arguments), with four fixes of moto 5.2.
 
 moto parses `UserData` in CreateLaunchTemplate but keeps it raw in CreateLaunchTemplateVersion, and later
 asserts it is parsed: once Terraform has made version 2 of a launch template (the AWS provider sends the
 field), an auto scaling group on that version cannot launch an instance (HTTP 500), so no instance can be
 replaced. Here the version's `UserData` is parsed the way CreateLaunchTemplate does.
+
+moto copies the launch template's own tags (CreateLaunchTemplate's `TagSpecifications` for resource type
+`launch-template`) into the data of its first version, where AWS keeps only the tags for the instances and
+volumes it launches. Terraform then reads back a `tag_specifications` block its configuration does not
+have: a tagged launch template (the xwiki stack's, tagged for the require-tags policy) never converges,
+every plan shows a change and detect-drift reports drift. Here `launch-template` tag specifications are
+kept out of the version's data (AWS rejects that resource type inside launch template data anyway); the
+template itself keeps its tags.
+
+moto answers DescribeLaunchTemplates with the tags a launch template had when it was created (a copy
+taken then), so tags added or changed later (CreateTags, which Terraform uses to update them) are stored
+but never shown: a launch template whose tags change (an adopted orphan, a new `owner`) never converges.
+Here a launch template's `tags` are read from the tag store each time, as for other EC2 resources.
 
 moto's server is threaded but its in-memory backends are not thread-safe: under the test suite's parallel
 load a request could fail half-way after its change was made, and the client's retry then met its own
@@ -35,6 +48,30 @@ def _patch() -> None:
         return create_version(self, data, description)
 
     LaunchTemplate.create_version = create_version_parsed
+
+    from moto.ec2.models.launch_templates import LaunchTemplateBackend
+
+    create_template = LaunchTemplateBackend.create_launch_template
+
+    def create_template_own_tags_apart(
+        self: LaunchTemplateBackend,
+        name: str,
+        description: str,
+        data: dict[str, Any],
+        tag_spec: dict[str, Any],
+    ) -> Any:  # noqa: ANN401
+        specs = data.get("TagSpecifications")
+        if isinstance(specs, list):
+            kept = [
+                s for s in specs if not (isinstance(s, dict) and s.get("ResourceType") == "launch-template")
+            ]
+            data = {k: v for k, v in data.items() if k != "TagSpecifications"}
+            if kept:
+                data["TagSpecifications"] = kept
+        return create_template(self, name, description, data, tag_spec)
+
+    LaunchTemplateBackend.create_launch_template = create_template_own_tags_apart
+    LaunchTemplate.tags = property(LaunchTemplate.get_tags, lambda self, value: None)  # live, not a copy
 
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 

@@ -16,8 +16,10 @@ becomes `StateLocked` naming the holder, and outputs come from `output -json`, p
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -61,6 +63,7 @@ from tools.terraform_workspace import (
 )
 
 PLAN_FILE = "devops.tfplan"
+PLAN_JSON = "devops.plan.json"  # `show -json` of the saved plan, kept beside it for the policies
 
 __all__ = [
     "TERRAFORM_DIR",
@@ -95,10 +98,12 @@ __all__ = [
     "outputs",
     "parse_lock_info",
     "plan",
+    "plan_json",
     "prepare_workspace",
     "record_from_json",
     "remove_workspace",
     "resolve_stack",
+    "save_plan_json",
     "show_plan",
     "slug",
     "stale_lock_reason",
@@ -197,6 +202,21 @@ def show_plan(runner: Runner) -> dict[str, Any]:
         log_line=lambda stream, line: stream == "stderr",
     )
     return _json(result, "terraform show -json")
+
+
+def save_plan_json(workspace: Workspace, shown: Mapping[str, Any]) -> None:
+    """Keep the saved plan's `show -json` in its workspace (0600, like the plan), for `plan_json`."""
+    fd = os.open(Path(workspace.path) / PLAN_JSON, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(shown, fh)
+
+
+def plan_json(workspace: Workspace) -> dict[str, Any]:
+    """The `show -json` kept by `save_plan_json`; InvalidInput when the workspace holds none."""
+    try:
+        return json.loads((Path(workspace.path) / PLAN_JSON).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"no readable plan JSON in the workspace of {workspace.stack}: {exc}") from exc
 
 
 def force_unlock(runner: Runner, lock_id: str) -> ProcessResult:

@@ -179,6 +179,20 @@ def test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges(backe
             "InstanceType": "t3.small",
             "NetworkInterfaces": [{"DeviceIndex": 0, "Groups": [sg["GroupId"]]}],
         },
+        TagSpecifications=[  # as Terraform creates it: with the stack's tags (require-tags policy)
+            {
+                "ResourceType": "launch-template",
+                "Tags": [
+                    {"Key": k, "Value": v}
+                    for k, v in {
+                        "Name": name,
+                        "environment": "prod",
+                        "owner": "platform",
+                        "project": "xwiki",
+                    }.items()
+                ],
+            }
+        ],
     )["LaunchTemplate"]
     autoscaling.create_auto_scaling_group(
         AutoScalingGroupName=name,

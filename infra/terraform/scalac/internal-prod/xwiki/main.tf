@@ -44,6 +44,7 @@ resource "aws_security_group" "xwiki" {
   tags = {
     Name        = var.name
     environment = var.environment
+    owner       = var.owner
     project     = var.project
   }
 }
@@ -77,6 +78,13 @@ resource "aws_launch_template" "xwiki-lt" {
       environment = var.environment
     }
   }
+
+  tags = {
+    Name        = var.name
+    environment = var.environment
+    owner       = var.owner
+    project     = var.project
+  }
 }
 
 resource "aws_autoscaling_group" "xwiki" {
@@ -102,6 +110,12 @@ resource "aws_autoscaling_group" "xwiki" {
   tag {
     key                 = "environment"
     value               = var.environment
+    propagate_at_launch = true
+  }
+
+  tag {
+    key                 = "owner"
+    value               = var.owner
     propagate_at_launch = true
   }
 

@@ -44,6 +44,12 @@ variable "environment" {
   default = "prod"
 }
 
+variable "owner" {
+  type        = string
+  default     = "platform"
+  description = "Team that owns the stack: the `owner` tag (infra/policies require-tags)."
+}
+
 variable "project" {
   type    = string
   default = "xwiki"

@@ -1,0 +1,38 @@
+"""The sandbox's moto fix for tagged launch templates, in process (moto's mock): the template keeps its
+own tags, its version's data does not get them, and tags changed later are shown (so a tagged launch
+template converges)."""
+
+from __future__ import annotations
+
+import boto3
+from moto import mock_aws
+
+from tools import sandbox_moto
+
+
+def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -> None:  # noqa: ANN001
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(key, value)
+    sandbox_moto._patch()
+    with mock_aws():
+        ec2 = boto3.client("ec2", region_name="eu-central-1")
+        volume = {"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "root"}]}
+        made = ec2.create_launch_template(
+            LaunchTemplateName="tagged",
+            LaunchTemplateData={"ImageId": "ami-12345678", "TagSpecifications": [volume]},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "owner", "Value": "p"}]}],
+        )["LaunchTemplate"]
+        assert made["Tags"] == [{"Key": "owner", "Value": "p"}]
+        version = ec2.describe_launch_template_versions(LaunchTemplateId=made["LaunchTemplateId"])
+        assert version["LaunchTemplateVersions"][0]["LaunchTemplateData"]["TagSpecifications"] == [volume]
+        plain = ec2.create_launch_template(
+            LaunchTemplateName="plain",
+            LaunchTemplateData={"ImageId": "ami-12345678"},
+            TagSpecifications=[{"ResourceType": "launch-template", "Tags": [{"Key": "owner", "Value": "p"}]}],
+        )["LaunchTemplate"]
+        data = ec2.describe_launch_template_versions(LaunchTemplateId=plain["LaunchTemplateId"])
+        assert "TagSpecifications" not in data["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+        ec2.create_tags(Resources=[plain["LaunchTemplateId"]], Tags=[{"Key": "environment", "Value": "prod"}])
+        described = ec2.describe_launch_templates(LaunchTemplateIds=[plain["LaunchTemplateId"]])
+        tags = {t["Key"]: t["Value"] for t in described["LaunchTemplates"][0]["Tags"]}
+        assert tags == {"owner": "p", "environment": "prod"}
