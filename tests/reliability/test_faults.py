@@ -196,7 +196,8 @@ def test_moto_stopped_mid_bake_fails_the_bake_and_nothing_is_applied(
     exc = _failure(states[0])
     assert isinstance(exc, BakeFailed), repr(exc)
     assert str(private_moto.port) in str(exc) or "connection refused" in str(exc).lower(), str(exc)
-    changing = [  # the pre-flight's `init -backend=false` and `validate` run before the bake and touch nothing
+    # the pre-flight's `init -backend=false` and `validate` run before the bake and touch nothing
+    changing = [
         a
         for a in sampler.tools_seen
         if Path(a[0]).name == "terraform" and "validate" not in a and "-backend=false" not in a
