@@ -30,6 +30,11 @@ HealthSource = Literal["auto", "docker", "http", "running", "none"]
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CONTAINER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 DEFAULT_BASE_IMAGE = "devops-flows/busybox:1"
+# The builder's defaults and build.sbt's name and version, as flows read them in their parameters' checks.
+DEFAULT_BUILDER_IMAGE = sbt.DEFAULT_BUILDER_IMAGE
+DEFAULT_BUILD_COMMAND = sbt.DEFAULT_BUILD_COMMAND
+DEFAULT_CACHE_VOLUME = sbt.DEFAULT_CACHE_VOLUME
+read_sbt_project = sbt.read_project
 
 
 # --- parameter models -----------------------------------------------------------------------------------
