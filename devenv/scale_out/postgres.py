@@ -32,6 +32,7 @@ def start_postgres(state: ScaleOut, port: int | None = None) -> None:
             log(f"postgres: reusing {HOST}:{state.postgres['port']}")
             return
     port = port or state.postgres.get("port") or DEFAULT_PG_PORT
+    state.dir.mkdir(parents=True, exist_ok=True)  # the password file's directory (the bench's is new)
     password = _password(state)
     bindir, port = services.start_postgres(state.pg_dir, port, DB_USER, password, DB_NAME, say=log)
     state.postgres.update(started=True, port=port, bindir=str(bindir))
