@@ -9,7 +9,7 @@ run in the same invocation, interleaved (A B A B ...); the table gives median, m
 the ratio of medians against its target. `--quick` (CI) runs 1 repetition at the smallest sizes and only
 proves the bench runs: its figures are not meant to meet the targets.
 
-Private services (bench.services): its own moto server and Prefect server (on its own PostgreSQL unless
+Private services (devenv.bench_services): its own moto server and Prefect server (on its own PostgreSQL unless
 `--database sqlite`); containers, images, volumes
 on the shared engine are named `bench-<id>` and removed at the end.
 """
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.services import BENCH_LABEL, TF_BACKEND_BLOCK, Services
+from devenv.bench_services import BENCH_LABEL, TF_BACKEND_BLOCK, Services
 from tools.settings import INFRA_DIR, REPO_ROOT
 
 COMPARISONS = ("rollout", "fanout", "refresh", "release", "memory")
@@ -519,7 +519,7 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
     registry = services.env["DEVOPS_REGISTRY"]
     cold = report.figure("5 release", "first release (cold: no image, no cache volume)")
     warm = report.figure("5 release", "second release, app unchanged (layer + ivy cache)")
-    from bench.services import free_port
+    from devenv.processes import free_port
 
     cold_runs: list[Run] = []
     warm_runs: list[Run] = []
@@ -643,9 +643,10 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
     from prefect.deployments import run_deployment
 
     from deployments.declarations import load
+    from devenv.processes import pid_alive, stop_pid
 
     declared = load().deployments
-    proc = services.spawn(
+    pid = services.spawn(
         [sys.executable, "-m", "deployments.serve"],
         f"serve-{uuid.uuid4().hex[:4]}",
         env={"PREFECT_RUNNER_POLL_FREQUENCY": "2"},
@@ -658,19 +659,19 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
         end = time.monotonic() + 180
         with get_client(sync_client=True) as client:
             while len(client.read_deployments()) < len(declared):
-                if time.monotonic() > end or proc.poll() is not None:
+                if time.monotonic() > end or not pid_alive(pid):
                     raise BenchError("deployments.serve did not register its deployments; see its log")
                 time.sleep(1)
         time.sleep(2)
         rollout = next(d for d in declared if d.entrypoint.endswith(":ami_rollout"))
         for _ in range(reps):
-            sampler = Sampler(proc.pid)
+            sampler = Sampler(pid)
             sampler.start()
             time.sleep(3 if quick else 10)
             own, tree = sampler.finish()
             idle_own.samples.append(own)
             idle_tree.samples.append(tree)
-            sampler = Sampler(proc.pid)
+            sampler = Sampler(pid)
             sampler.start()
             run = run_deployment(
                 f"ami-rollout/{rollout.name}",
@@ -693,9 +694,7 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
             busy_own.samples.append(own)
             busy_tree.samples.append(tree)
     finally:
-        from bench.services import stop_group
-
-        stop_group(proc)
+        stop_pid(pid, "deployments.serve", seconds=20)
     report.notes.append(
         f"6: `python -m deployments.serve` ({len(declared)} deployments) on the bench's Prefect server, RSS "
         "sampled every 0.2 s from /proc (the process and all its descendants: each served run is a child "

@@ -42,9 +42,12 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from pydantic import BaseModel, Field
 
+import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK
 from tasks import approval as approvals
+from tasks import stacks as tf
 from tasks.approval import SUSPENDING_RUN, ApprovalInput, PendingPlan, suspending_here
+from tasks.logs import default_logger
 from tasks.notify import notify
 from tasks.policy import policy_gate, validate_policies
 from tasks.preflight import validate_stack
@@ -61,9 +64,7 @@ from tasks.terraform import (
 )
 from tasks.terraform_converged import converged_outputs, record_converged
 from tasks.terraform_lock import release_stale_lock, sweep_dead_workspaces, wait_for_terraform
-from tools import terraform as tf
 from tools.errors import InvalidInput, NotificationFailed
-from tools.process import default_logger
 
 
 class Approval(StrEnum):

@@ -17,18 +17,18 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
+import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import AWS_BLOCK
 from tasks import audit
-from tasks.aws import find_baked_image, record_bake, resolve_source_ami
+from tasks.aws import find_baked_image, record_bake
 from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
-from tasks.packer import BakePlan, BakeResult, plan_bake, run_bake
+from tasks.logs import default_logger
+from tasks.packer import BakeResult, available, bake_tags, plan_bake, run_bake
 from tasks.task_runner import StoppingThreadPoolTaskRunner
-from tools import aws, packer
-from tools.process import default_logger
 
-HostName = Literal[tuple(packer.available("host"))]  # type: ignore[valid-type]
-OsName = Literal[tuple(packer.available("os"))]  # type: ignore[valid-type]
-ModeName = Literal[tuple(packer.available("mode"))]  # type: ignore[valid-type]
+HostName = Literal[tuple(available("host"))]  # type: ignore[valid-type]
+OsName = Literal[tuple(available("os"))]  # type: ignore[valid-type]
+ModeName = Literal[tuple(available("mode"))]  # type: ignore[valid-type]
 
 
 class BakeSpec(BaseModel):
@@ -43,10 +43,7 @@ class BakeSpec(BaseModel):
 def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
     """The bake steps, shared by bake-image and ami-rollout."""
     plan = plan_bake(spec.host, spec.os, spec.mode, spec.environment, aws_block)
-    source = resolve_source_ami(plan.variables["image_query"], plan.variables["image_owner"], aws_block)
-    digest = packer.content_hash(packer.PACKER_DIR / packer.TEMPLATE, plan.variables, source)
-    commit = packer.git_commit()
-    name = packer.ami_name(plan.variables, digest)
+    source, digest, commit, name = plan.source_ami, plan.content_hash, plan.git_commit, plan.ami_name
     host = plan.variables.get("hostname") or spec.host
     with concurrency(
         ensure_bake_limit(host),
@@ -75,11 +72,7 @@ def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
             )
         else:
             result = run_bake(plan, digest, source, commit, aws_block)
-        tags = (
-            {}
-            if existing is not None and existing.tags.get("content_hash") == digest
-            else _tags(plan, digest, commit)
-        )
+        tags = {} if existing is not None and existing.tags.get("content_hash") == digest else bake_tags(plan)
         record_bake(result.ami_id, tags, aws_block)
     audit.record(
         "ami",
@@ -107,21 +100,6 @@ def bake(spec: BakeSpec, aws_block: str = AWS_BLOCK) -> BakeResult:
         description=f"AMI for {spec.host}",
     )
     return result
-
-
-def _tags(plan: BakePlan, digest: str, commit: str) -> dict[str, str]:
-    """The template's AMI tags, for an adopted AMI that lacks them."""
-    v = plan.variables
-    return {
-        "Name": f"packer_{v.get('hostname')}_{v.get('os_name')}",
-        "created_by": "packer",
-        "environment": v.get("environment", ""),
-        "host": v.get("hostname", plan.host),
-        "mode": plan.mode,
-        "git_commit": commit,
-        "content_hash": digest,
-        aws.PROJECT_TAG: v.get("project_tag", aws.PROJECT),
-    }
 
 
 @flow(name="bake-image", log_prints=True, task_runner=StoppingThreadPoolTaskRunner())

@@ -22,15 +22,13 @@ from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, NOTIFY_BLOCK, TF_BACKEND_BLOCK, VAULT_BLOCK
 from flows.refresh import AnsibleTarget
-from tasks.ansible import publish_recap, run_playbook
+from tasks.ansible import PlaybookResult, publish_recap, run_playbook
 from tasks.instance_refresh import instances_behind
+from tasks.logs import default_logger, redact
 from tasks.notify import notify
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import PlanSummary, plan_stack
 from tasks.terraform_converged import last_apply
-from tools.ansible import PlaybookResult
-from tools.process import default_logger
-from tools.redact import redact
 
 __all__ = ["DriftFound", "DriftReport", "StackCheck", "detect_drift"]
 

@@ -18,11 +18,11 @@ from prefect.artifacts import create_table_artifact
 from prefect.concurrency.sync import concurrency
 from pydantic import Field, StringConstraints
 
+import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import AWS_BLOCK
-from tasks.prune import PruneReport, prune_project_images
+from tasks import stacks as tf
+from tasks.prune import DEFAULT_PAGE_SIZE, PruneReport, prune_project_images
 from tasks.terraform import STACK_LEASE_SECONDS, ensure_stack_limit
-from tools import terraform as tf
-from tools.aws_refs import DEFAULT_PAGE_SIZE
 
 HostTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 StackPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")]

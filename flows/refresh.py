@@ -13,20 +13,25 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import BaseModel, Field, StringConstraints, field_validator
 
+import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import VAULT_BLOCK
 from tasks import audit
-from tasks.ansible import publish_recap, run_playbook
-from tasks.preflight import check_playbook
-from tasks.task_runner import StoppingThreadPoolTaskRunner
-from tools.ansible import ANSIBLE_DIR, PlaybookResult, PlaybookSpec, validate_spec
-from tools.ansible_inputs import (
+from tasks.ansible import (
+    ANSIBLE_DIR,
     LIMIT_PATTERN,
     PATH_MAX,
     PATH_PATTERN,
     TAGS_PATTERN,
     VAR_NAME_PATTERN,
+    PlaybookResult,
+    PlaybookSpec,
     check_extra_vars,
+    publish_recap,
+    run_playbook,
+    validate_spec,
 )
+from tasks.preflight import check_playbook
+from tasks.task_runner import StoppingThreadPoolTaskRunner
 
 __all__ = ["AnsibleTarget", "PlaybookResult", "refresh_servers"]
 

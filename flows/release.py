@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.tasks import exponential_backoff
 from pydantic import BaseModel, Field
 
+import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import APP_SECRETS_BLOCK, DOCKER_HOST_BLOCK, REGISTRY_BLOCK
 from tasks import audit
 from tasks.build_cache import hash_build_inputs, reuse_built_image, tagged_with_inputs
@@ -28,6 +29,9 @@ from tasks.containers import discard_previous, notify_app_down, restore_previous
 from tasks.preflight import check_dockerfile
 from tasks.release import (
     DEFAULT_BASE_IMAGE,
+    DEFAULT_BUILD_COMMAND,
+    DEFAULT_BUILDER_IMAGE,
+    DEFAULT_CACHE_VOLUME,
     BuildParams,
     BuildResult,
     DeployParams,
@@ -45,13 +49,13 @@ from tasks.release import (
     deploy_report,
     push_image,
     read_project,
+    read_sbt_project,
     registry_url,
     replace_container,
     run_build,
     unpack_package,
 )
 from tasks.task_runner import StoppingThreadPoolTaskRunner
-from tools import sbt
 from tools.errors import AppDown, DeployFailed
 
 
@@ -161,13 +165,13 @@ class ReleaseParams(BaseModel):
         default=None, title="Image repository", description="Registry path (no host); default: the sbt name."
     )
     extra_tags: list[str] = Field(default_factory=list, title="Extra tags")
-    builder_image: str = Field(default=sbt.DEFAULT_BUILDER_IMAGE, title="Builder image")
+    builder_image: str = Field(default=DEFAULT_BUILDER_IMAGE, title="Builder image")
     build_command: list[str] = Field(
-        default_factory=lambda: list(sbt.DEFAULT_BUILD_COMMAND), title="Build command"
+        default_factory=lambda: list(DEFAULT_BUILD_COMMAND), title="Build command"
     )
     build_env: dict[str, str] = Field(default_factory=dict, title="Build environment")
     build_timeout_seconds: int = Field(default=1800, title="Build timeout")
-    cache_volume: str = Field(default=sbt.DEFAULT_CACHE_VOLUME, title="Dependency cache volume")
+    cache_volume: str = Field(default=DEFAULT_CACHE_VOLUME, title="Dependency cache volume")
     base_image: str = Field(default=DEFAULT_BASE_IMAGE, title="Runtime base image")
     ports: list[PortMapping] = Field(
         default_factory=lambda: [PortMapping(container_port=10000, host_port=10000)], title="Published ports"
@@ -241,7 +245,7 @@ class ReleaseParams(BaseModel):
         """Validate all three stages before the first side effect."""
         self.build_params().check()
         self.publish_params().check()
-        project = sbt.read_project(Path(self.app_path))
+        project = read_sbt_project(Path(self.app_path))
         self.deploy_params(project.name).check()
 
 
@@ -267,7 +271,7 @@ def release(params: ReleaseParams) -> ReleaseResult:
     if image is None:
         built = build_app(params.build_params())
         image = publish_image(tagged_with_inputs(publish, inputs))
-    project = sbt.read_project(Path(params.app_path))
+    project = read_sbt_project(Path(params.app_path))
     deployed = deploy_app(params.deploy_params(project.name, image))
     get_run_logger().info("released %s %s as %s", project.name, project.version, image.reference)
     return ReleaseResult(build=built, inputs=inputs, image=image, deploy=deployed, health=deployed.health)

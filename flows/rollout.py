@@ -31,16 +31,16 @@ from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
 from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack, wait_for_approval
 from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
+from tasks import stacks as tf
 from tasks.approval import suspending_here
+from tasks.aws import LaunchTemplateState
 from tasks.instance_refresh import HealthGate, RefreshReport, RefreshSpec, refresh_instances
+from tasks.logs import default_logger
 from tasks.packer import BakeResult
 from tasks.policy import validate_policies
 from tasks.preflight import validate_stack
 from tasks.task_runner import is_cancel
-from tools import terraform as tf
-from tools.aws import LaunchTemplateState
 from tools.errors import InvalidInput, RolloutFailed, ToolError
-from tools.process import default_logger
 
 LAUNCH_TEMPLATE = "aws_launch_template.xwiki-lt"
 

@@ -18,13 +18,29 @@ from prefect.context import FlowRunContext
 
 from blocks import Secret
 from tools import ansible
-from tools.ansible import PlaybookResult, PlaybookSpec
+from tools.ansible import ANSIBLE_DIR, PlaybookResult, PlaybookSpec, validate_spec
+from tools.ansible_inputs import (  # the bounded inputs flows check before any task (flows/refresh.py)
+    LIMIT_PATTERN,
+    PATH_MAX,
+    PATH_PATTERN,
+    TAGS_PATTERN,
+    VAR_NAME_PATTERN,
+    check_extra_vars,
+)
 from tools.process import default_logger
 from tools.redact import redact, register_secret
 
 __all__ = [
+    "ANSIBLE_DIR",
+    "LIMIT_PATTERN",
+    "PATH_MAX",
+    "PATH_PATTERN",
+    "TAGS_PATTERN",
+    "VAR_NAME_PATTERN",
     "PlaybookResult",
     "PlaybookSpec",
+    "check_extra_vars",
+    "validate_spec",
     "publish_recap",
     "run_playbook",
 ]

@@ -16,6 +16,8 @@ from tools.errors import AwsError, retry_if_transient
 from tools.process import default_logger
 
 __all__ = [
+    "AmiInfo",
+    "LaunchTemplateState",
     "find_baked_image",
     "launch_template_now",
     "record_bake",

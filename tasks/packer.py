@@ -1,5 +1,5 @@
-"""Packer tasks: prepare a bake (layer the var files, resolve the source AMI, compute the content hash)
-and run it (validate + build), returning the AMI id."""
+"""Packer tasks: plan a bake (layer the var files, resolve the source AMI, compute the content hash, the
+commit and the AMI name) and run it (validate + build), returning the AMI id."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, AwsCredentials
 from blocks.environment import aws_environment
-from tasks.aws import endpoint
-from tools import packer
+from tasks.aws import endpoint, resolve_source_ami
+from tools import aws, packer
 from tools.errors import BakeFailed, retry_if_transient
 from tools.process import default_logger
 
-__all__ = ["BakePlan", "BakeResult", "plan_bake", "run_bake"]
+__all__ = ["BakePlan", "BakeResult", "available", "bake_tags", "plan_bake", "run_bake"]
+
+available = packer.available  # the var files of a layer (host, os, mode): the flow's parameter choices
 
 
 class BakePlan(BaseModel):
@@ -27,6 +29,10 @@ class BakePlan(BaseModel):
     )
     files: list[str] = Field(description="Var files in precedence order (later wins)")
     sandbox: bool = False
+    source_ami: str = Field("", description="The AMI Packer's source_ami_filter starts from")
+    content_hash: str = Field("", description="Template, layered variables, provisioner files, source AMI")
+    git_commit: str = ""
+    ami_name: str = Field("", description="The AMI's name; it carries the content hash")
 
 
 class BakeResult(BaseModel):
@@ -45,7 +51,8 @@ class BakeResult(BaseModel):
 def plan_bake(
     host: str, os: str, mode: str, environment: str | None = None, aws_block: str = AWS_BLOCK
 ) -> BakePlan:
-    """Validate the names; merge common -> os -> mode -> host (-> sandbox when the block has an endpoint)."""
+    """Validate the names; merge common -> os -> mode -> host (-> sandbox when the block has an endpoint);
+    resolve the source AMI (its own task run, retried); the content hash, the commit and the AMI name."""
     ec2_endpoint = endpoint(aws_block)
     files = packer.layer_files(host, os, mode, sandbox=bool(ec2_endpoint))
     extra = {"mode": mode, "ec2_endpoint": ec2_endpoint}
@@ -58,6 +65,8 @@ def plan_bake(
     default_logger().info(
         "var files (later wins): %s", " -> ".join(str(f.relative_to(packer.PACKER_DIR)) for f in files)
     )
+    source = resolve_source_ami(variables["image_query"], variables["image_owner"], aws_block)
+    digest = packer.content_hash(packer.PACKER_DIR / packer.TEMPLATE, variables, source)
     return BakePlan(
         host=host,
         os=os,
@@ -65,7 +74,26 @@ def plan_bake(
         variables=variables,
         files=[str(f) for f in files],
         sandbox=bool(ec2_endpoint),
+        source_ami=source,
+        content_hash=digest,
+        git_commit=packer.git_commit(),
+        ami_name=packer.ami_name(variables, digest),
     )
+
+
+def bake_tags(plan: BakePlan) -> dict[str, str]:
+    """The template's AMI tags, for an adopted AMI that lacks them."""
+    v = plan.variables
+    return {
+        "Name": f"packer_{v.get('hostname')}_{v.get('os_name')}",
+        "created_by": "packer",
+        "environment": v.get("environment", ""),
+        "host": v.get("hostname", plan.host),
+        "mode": plan.mode,
+        "git_commit": plan.git_commit,
+        "content_hash": plan.content_hash,
+        aws.PROJECT_TAG: v.get("project_tag", aws.PROJECT),
+    }
 
 
 def _max_retries(creds: AwsCredentials) -> str:

@@ -26,10 +26,11 @@ from tasks.aws import clients
 from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
 from tools import aws, aws_refs
 from tools.aws import AmiInfo
+from tools.aws_refs import DEFAULT_PAGE_SIZE
 from tools.errors import InvalidInput
 from tools.process import default_logger
 
-__all__ = ["PruneReport", "PruneRow", "decide", "prune_now", "prune_project_images"]
+__all__ = ["DEFAULT_PAGE_SIZE", "PruneReport", "PruneRow", "decide", "prune_now", "prune_project_images"]
 
 
 class PruneRow(BaseModel):

@@ -8,11 +8,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,17 +85,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)  # stable: a file's tests keep their order
 
 
-def wait_http(url: str, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer within {seconds}s")
-
-
 @pytest.fixture(scope="session")
 def sandbox_env() -> dict[str, str]:
     """The sandbox's endpoints and credentials, exported to this process."""
@@ -112,36 +98,19 @@ def sandbox_env() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """A real `prefect server start` (SQLite, with its UI) for the whole test session; yields the API URL."""
+    from devenv import services
+    from tools.errors import ToolError
+
     home = Path(_PREFECT_HOME)
-    port = _PREFECT_PORT
     api = os.environ["PREFECT_API_URL"]
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_API_URL": api,
-    }
-    log = open(home / "server.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": api}
     try:
-        wait_http(f"{api}/health", 90)
-    except RuntimeError:
-        proc.kill()
-        pytest.fail("prefect server did not start:\n" + (home / "server.log").read_text()[-3000:])
+        pid = services.start_prefect_server(_PREFECT_PORT, home / "server.log", env=env, seconds=90)
+    except ToolError as exc:
+        pytest.fail("prefect server did not start:\n" + "\n".join(exc.tail))
     yield api
     _flush_prefect_logs()
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-    log.close()
+    services.stop_pid(pid, "prefect server", seconds=20)
 
 
 def _flush_prefect_logs() -> None:

@@ -6,8 +6,10 @@
     ├── ToolMissing               a required executable is not installed or too old
     ├── BuildFailed               the builder container (sbt) exited non-zero
     ├── ImageBuildFailed          `docker build` of the app image failed
-    ├── PushFailed                the registry refused or was unreachable during a push
-    │   └── RegistryAuthError     wrong credentials: permanent, never retried
+    ├── RegistryError             a registry operation through the Docker engine failed
+    │   ├── PushFailed            the registry refused or was unreachable during a login, lookup or push
+    │   │   └── RegistryAuthError wrong credentials (any registry operation): permanent, never retried
+    │   └── PullFailed            the registry refused or was unreachable during a pull
     ├── DeployFailed              the new container did not become healthy (previous one restored)
     │   └── AppDown               ... and the previous one could not be restored: the app is down
     ├── BakeFailed                `packer validate/build` failed
@@ -103,8 +105,16 @@ class ImageBuildFailed(ToolError):
     """`docker build` of the application image failed."""
 
 
-class PushFailed(ToolError):
-    """The push to the registry failed."""
+class RegistryError(ToolError):
+    """A registry operation through the Docker engine failed (tools/docker_engine/translate.py)."""
+
+
+class PushFailed(RegistryError):
+    """The login, lookup or push failed: the registry refused or was unreachable."""
+
+
+class PullFailed(RegistryError):
+    """The pull failed: the registry refused or was unreachable (refused credentials: RegistryAuthError)."""
 
 
 class RegistryAuthError(PushFailed):

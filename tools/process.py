@@ -7,7 +7,7 @@
 - Secrets reach the child only through `secret_env`, `stdin` or files the caller made 0600; every
   secret value is registered for redaction, so neither the logs nor the raised error show it.
 - The child writes its stdout and stderr to two unlinked temporary files, which two threads follow and
-  stream line by line to the Prefect run logger as lines arrive; a bounded tail is kept for errors.
+  stream line by line to the run logger (`use_run_logger`) as lines arrive; a bounded tail is kept for errors.
   Files, not pipes: if this process is SIGKILLed (worker host lost), a pipe would break and kill the tool
   with SIGPIPE at its next line, e.g. Terraform halfway through writing its state; a file keeps it going.
 - The child gets its own session (`start_new_session=True`), so no signal meant for us reaches it. On our
@@ -87,16 +87,26 @@ class ProcessResult:
         return self.exit_code == 0
 
 
-def default_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow/task run, a plain logger outside one."""
-    try:
-        from prefect.context import FlowRunContext, TaskRunContext
-        from prefect.logging import get_run_logger
+RunLogger = Callable[[], "logging.Logger | logging.LoggerAdapter | None"]
+_run_logger: RunLogger | None = None
 
-        if TaskRunContext.get() or FlowRunContext.get():
-            return get_run_logger()
-    except Exception:  # noqa: BLE001 - logging must never break a run
-        pass
+
+def use_run_logger(hook: RunLogger | None) -> None:
+    """Install the hook that returns the logger of the current run, or None outside one. `tasks` installs
+    Prefect's run logger once; tools know no orchestrator."""
+    global _run_logger
+    _run_logger = hook
+
+
+def default_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The current run's logger (the hook `use_run_logger` installed), a plain logger outside a run."""
+    if _run_logger is not None:
+        try:
+            found = _run_logger()
+        except Exception:  # noqa: BLE001 - logging must never break a run
+            found = None
+        if found is not None:
+            return found
     return logging.getLogger("devops_flows.process")
 
 
@@ -330,6 +340,7 @@ __all__ = [
     "BASE_ENV",
     "ProcessResult",
     "default_logger",
+    "use_run_logger",
     "group_alive",
     "inherited_env",
     "run",

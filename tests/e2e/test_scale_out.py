@@ -1,5 +1,5 @@
 """Scale-out on Prefect's own engine, for real: PostgreSQL 15, a Prefect server on it, two process workers
-(`scripts/scale-out up`, deployments/scale_out.py), prefect.yaml deployed to it.
+(`scripts/scale-out up`, devenv/scale_out/), prefect.yaml deployed to it.
 
 - several runs of different deployments started at once all complete, and both workers ran some (the
   worker that ran a flow run is its `prefect.worker.name` label, set by the worker in Prefect 3.9);
@@ -41,7 +41,7 @@ ROLLOUT = "ami-rollout/devops-packer-xwiki"
 
 @pytest.fixture(scope="module")
 def cluster(sandbox_env: dict[str, str]) -> Iterator[object]:
-    from deployments import scale_out
+    from devenv import scale_out
 
     directory = Path(tempfile.mkdtemp(prefix="devops-scale-out-"))
     poll = os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "2")  # quicker pick-ups: a shorter test
@@ -118,7 +118,7 @@ def test_server_runs_on_postgresql_with_two_workers(cluster) -> None:  # noqa: A
 
     import asyncpg
 
-    from deployments import scale_out
+    from devenv import scale_out
 
     async def count() -> int:
         conn = await asyncpg.connect(
@@ -206,7 +206,7 @@ def backend_block(cluster, sandbox_env: dict[str, str]) -> str:  # noqa: ANN001
 
 
 def test_one_stack_at_a_time_across_workers_different_stacks_in_parallel(cluster, backend_block: str) -> None:  # noqa: ANN001
-    from deployments.scale_out import deployable
+    from devenv.scale_out import deployable
     from tasks.terraform import destroy_now
 
     if "apply-stack" not in deployable()[1]:
@@ -279,7 +279,7 @@ def kill_host(pids: list[int]) -> None:
 
 
 def wait_dead(pids: list[int], seconds: float) -> None:
-    from tools.sandbox import pid_alive
+    from devenv.processes import pid_alive
 
     end = time.monotonic() + seconds
     while alive := [pid for pid in pids if pid_alive(pid)]:
@@ -408,7 +408,7 @@ def test_a_dead_worker_host_crashes_its_rollout_and_a_rerun_converges(
     import boto3
 
     from blocks import TerraformBackend
-    from deployments import scale_out
+    from devenv import scale_out
     from tasks.terraform import destroy_now
     from tools import terraform as tf
 

@@ -1,5 +1,6 @@
-"""The guarded fix of Prefect's heartbeat join (tasks/__init__.py) against a real Prefect server: it is
-applied on the pinned Prefect, and flow runs, subflows included, still send their heartbeats."""
+"""The guarded fix of Prefect's heartbeat join (flows/engine.py, applied by flows/__init__.py) against a
+real Prefect server: it is applied on the pinned Prefect, and flow runs, subflows included, still send
+their heartbeats."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prefect import flow, get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-import tasks
+import flows
 
 
 @flow(name="heartbeat-child")
@@ -47,8 +48,8 @@ def _heartbeats(flow_run_ids: list[str], deadline: float = 30) -> set[str]:
 
 def test_the_fix_applies_to_the_pinned_prefect() -> None:
     # On a Prefect upgrade this fails: check whether _send_heartbeats still joins, then extend or drop it.
-    assert prefect.__version__.startswith(tasks.CHECKED_PREFECT), prefect.__version__
-    assert tasks.HEARTBEAT_JOIN_PATCHED
+    assert prefect.__version__.startswith(flows.CHECKED_PREFECT), prefect.__version__
+    assert flows.HEARTBEAT_JOIN_PATCHED
     assert prefect.flow_engine._send_heartbeats.devops_flows_unjoined
 
 

@@ -9,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devenv.processes import pid_alive
+from devenv.services import docker_ping
 from tests.conftest import REPO
-from tools.sandbox import docker_ping, pid_alive
 from tools.settings import load_env
 
 
 def sandbox(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(state)}
     return subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "tools.sandbox", *args],
+        [sys.executable, "-m", "devenv.sandbox", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -58,7 +59,7 @@ def test_up_status_reuse_down(tmp_path: Path, sandbox_env: dict[str, str]) -> No
 def test_missing_tool_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(tmp_path), "PATH": "/nonexistent"}
     out = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "tools.sandbox", "up"],
+        [sys.executable, "-m", "devenv.sandbox", "up"],
         cwd=REPO,
         env=env,
         capture_output=True,

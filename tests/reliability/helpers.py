@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -20,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import sandbox, sandbox_moto
+from devenv import services
 from tools.settings import load_env
 
 TOOL_NAMES = ("terraform", "packer", "ansible-playbook", "ansible-runner")
@@ -177,17 +176,14 @@ class PrivateMoto:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> PrivateMoto:
-        self.port = self.port or sandbox.free_port()
-        self.pid = sandbox.spawn(sandbox_moto.argv(self.port), self.logdir / "moto.log")
-        sandbox.wait_until(
-            lambda: sandbox.http_status(f"{self.endpoint}/moto-api/") == 200, 90, "private moto_server"
-        )
+        self.port = self.port or services.free_port()
+        self.pid = services.start_moto(self.port, self.logdir / "moto.log", seconds=90)
         return self
 
     def stop(self) -> None:
         if self.pid:
             self.resume()
-            sandbox.stop_pid(self.pid, "private moto", seconds=10)
+            services.stop_pid(self.pid, "private moto", seconds=10)
             self.pid = 0
 
     def pause(self) -> None:
@@ -226,35 +222,23 @@ class PrivateRegistry:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> PrivateRegistry:
-        exe = shutil.which("docker-registry")
-        assert exe, "docker-registry is not installed"
-        self.port = self.port or sandbox.free_port()
-        line = subprocess.run(  # noqa: S603 - argv list, password on stdin
-            [shutil.which("htpasswd") or "htpasswd", "-niB", self.user],
-            input=self.password + "\n",
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        htpasswd = self.root / "htpasswd"
-        htpasswd.write_text(line + "\n")
-        htpasswd.chmod(0o600)
-        config = self.root / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n"
-            f"http:\n  addr: {self.address}\n  secret: {os.urandom(8).hex()}\n"
-            f"auth:\n  htpasswd:\n    realm: devops-rel\n    path: {htpasswd}\n"
-        )
-        self.pid = sandbox.spawn([exe, "serve", str(config)], self.root / "registry.log")
-        sandbox.wait_until(
-            lambda: sandbox.http_status(f"http://{self.address}/v2/") == 401, 30, "private registry"
+        assert shutil.which("docker-registry"), "docker-registry is not installed"
+        self.port = self.port or services.free_port()
+        self.pid = services.start_registry(
+            self.root,
+            self.port,
+            self.user,
+            self.password,
+            self.root / "registry.log",
+            realm="devops-rel",
+            log_level="warn",
+            delete=False,
         )
         return self
 
     def stop(self) -> None:
         if self.pid:
-            sandbox.stop_pid(self.pid, "private registry", seconds=10)
+            services.stop_pid(self.pid, "private registry", seconds=10)
             self.pid = 0
         shutil.rmtree(self.root, ignore_errors=True)
 

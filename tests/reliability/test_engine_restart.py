@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from devenv.dockerd import docker_ping, restart_docker
 from flows.refresh import AnsibleTarget, refresh_servers
 from tests.conftest import TEST_LABEL
 from tests.sshd import free_port, wait_http_ok
-from tools.sandbox import docker_ping, restart_docker
 from tools.settings import state_dir
 
 pytestmark = [pytest.mark.reliability, pytest.mark.exclusive]  # restarts the shared engine

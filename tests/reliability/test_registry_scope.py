@@ -22,10 +22,10 @@ import docker
 import pytest
 from prefect_docker import DockerRegistryCredentials
 
+from devenv import processes
 from flows.release import deploy_app
 from tests.reliability.helpers import PrivateRegistry
 from tools import docker_engine as engine
-from tools import sandbox
 from tools.errors import InvalidInput, RegistryAuthError
 
 pytestmark = pytest.mark.reliability
@@ -93,21 +93,21 @@ def second_registry() -> Iterator[PrivateRegistry]:
 def open_registry() -> Iterator[str]:
     """A registry without any auth (anonymous pulls allowed)."""
     root = Path(tempfile.mkdtemp(prefix="devops-rel-open-registry-"))
-    port = sandbox.free_port()
+    port = processes.free_port()
     config = root / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n"
         f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n  secret: {os.urandom(8).hex()}\n"
     )
-    pid = sandbox.spawn(
+    pid = processes.spawn(
         [shutil.which("docker-registry") or "docker-registry", "serve", str(config)], root / "log"
     )
-    sandbox.wait_until(
-        lambda: sandbox.http_status(f"http://127.0.0.1:{port}/v2/") == 200, 30, "open registry"
+    processes.wait_until(
+        lambda: processes.http_status(f"http://127.0.0.1:{port}/v2/") == 200, 30, "open registry"
     )
     yield f"127.0.0.1:{port}"
-    sandbox.stop_pid(pid, "open registry", seconds=10)
+    processes.stop_pid(pid, "open registry", seconds=10)
     shutil.rmtree(root, ignore_errors=True)
 
 

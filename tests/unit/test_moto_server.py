@@ -7,7 +7,7 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from tools import sandbox_moto
+from devenv import moto_server as sandbox_moto
 
 
 def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -> None:  # noqa: ANN001

@@ -10,64 +10,19 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools import sandbox_moto
+from devenv import services
+from devenv.processes import free_port, spawn, stop_pid
 from tools.settings import REPO_ROOT, load_env
 
 BENCH_LABEL = "devops-flows.bench"
 STATE_BUCKET = "devops-flows-bench-tfstate"
 TF_BACKEND_BLOCK = "bench-tf-backend"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(
-    url: str, seconds: float, proc: subprocess.Popen | None = None, log: Path | None = None
-) -> None:
-    end = time.monotonic() + seconds
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            with opener.open(url, timeout=3):
-                return
-        except OSError:
-            time.sleep(0.3)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f}s\n{tail}")
-
-
-def stop_group(proc: subprocess.Popen, seconds: float = 20) -> None:
-    """SIGTERM the process group we started, SIGKILL it after `seconds`."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=seconds)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
 
 
 @dataclass
@@ -83,23 +38,14 @@ class Services:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     home: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="devops-flows-bench-")))
     env: dict[str, str] = field(default_factory=dict)
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
     _pg: Any = None
 
-    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        proc = subprocess.Popen(  # noqa: S603 - argv list
-            argv,
-            cwd=REPO_ROOT,
-            env={**os.environ, **self.env, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-        self.procs.append(proc)
-        return proc
+    def spawn(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> int:
+        """A bench child process in its own session, output to `<home>/<name>.log`; returns its pid."""
+        pid = spawn(argv, self.home / f"{name}.log", env={**self.env, **(env or {})}, cwd=REPO_ROOT)
+        self.pids.append(pid)
+        return pid
 
     def start(self) -> Services:
         sandbox = load_env()
@@ -122,26 +68,18 @@ class Services:
             # the bench's inventories live in its home: an allowed Ansible root next to infra/ansible
             "DEVOPS_ANSIBLE_ROOTS": str(self.home),
         }
-        os.environ.update(self.env)  # this process talks to the same private services
-        p_moto = self.spawn(sandbox_moto.argv(moto_port), "moto")
-        p_prefect = self.spawn(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(prefect_port),
-            ],
-            "prefect-server",
-            env=self._start_database(),  # the server's only: the URL holds the password
-        )
-        wait_http(f"{self.env['AWS_ENDPOINT_URL']}/moto-api/", 90, p_moto, self.home / "moto.log")
+        os.environ.update(self.env)  # this process talks to the same private services (and its children)
+        self.pids.append(services.start_moto(moto_port, self.home / "moto.log", seconds=90, cwd=REPO_ROOT))
         self._bucket()
-        wait_http(f"{self.env['PREFECT_API_URL']}/health", 180, p_prefect, self.home / "prefect-server.log")
+        self.pids.append(
+            services.start_prefect_server(
+                prefect_port,
+                self.home / "prefect-server.log",
+                env=self._start_database(),  # the server's only: the URL holds the password
+                seconds=180,
+                cwd=REPO_ROOT,
+            )
+        )
         self._blocks()
         return self
 
@@ -149,7 +87,7 @@ class Services:
         """Start the server's private PostgreSQL (none for sqlite); the server's environment for it."""
         if self.database == "sqlite":
             return {}
-        from deployments import scale_out
+        from devenv import scale_out
 
         self.home.chmod(0o711)  # PostgreSQL runs as the postgres user: it must reach its directory
         self._pg = scale_out.ScaleOut(self.home / "pg")
@@ -181,11 +119,11 @@ class Services:
         ).save(TF_BACKEND_BLOCK, overwrite=True)
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            stop_group(proc)
-        self.procs.clear()
+        for pid in reversed(self.pids):
+            stop_pid(pid, "bench service", seconds=20)
+        self.pids.clear()
         if self._pg is not None:
-            from deployments import scale_out
+            from devenv import scale_out
 
             scale_out.stop_postgres(self._pg)
         shutil.rmtree(self.home, ignore_errors=True)

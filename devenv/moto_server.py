@@ -1,4 +1,4 @@
-"""moto's AWS server as the sandbox, the bench and the tests start it: `python -m tools.sandbox_moto -H
+"""moto's AWS server as the sandbox, the bench and the tests start it: `python -m devenv.moto_server -H
 127.0.0.1 -p PORT` (moto_server's own arguments), with four fixes of moto 5.2.
 
 moto parses `UserData` in CreateLaunchTemplate but keeps it raw in CreateLaunchTemplateVersion, and later
@@ -106,7 +106,7 @@ def _log_retry(environ: dict, attempt: str) -> None:
 
 def argv(port: int) -> list[str]:
     """The command line of a moto server on 127.0.0.1:`port`, in this interpreter."""
-    return [sys.executable, "-m", "tools.sandbox_moto", "-H", "127.0.0.1", "-p", str(port)]
+    return [sys.executable, "-m", "devenv.moto_server", "-H", "127.0.0.1", "-p", str(port)]
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ stop: stops what start started (server, serve process); the sandbox is stopped b
 from __future__ import annotations
 
 import argparse
-import base64
 import os
 import sys
 import time
-import urllib.request
 
-from tools.sandbox import pid_alive, spawn, stop_pid
+from devenv.processes import pid_alive, spawn, stop_pid
+from devenv.services import prefect_healthy, start_prefect_server
+from tools.errors import ToolError
 from tools.settings import REPO_ROOT, apply_env, load_env, public_env, state_dir
 
 HOST, PORT = "127.0.0.1", int(os.environ.get("DEVOPS_PREFECT_PORT", "4200"))
@@ -24,16 +24,8 @@ API = f"http://{HOST}:{PORT}/api"
 FIRST_RUNS = ["ami-rollout/devops-packer-xwiki", "refresh-servers/devops-refresh-servers"]
 
 
-def healthy(url: str = f"{API}/health") -> bool:
-    request = urllib.request.Request(url)  # noqa: S310 - loopback
-    auth = os.environ.get("PREFECT_API_AUTH_STRING")
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=2):  # noqa: S310 - loopback
-            return True
-    except OSError:
-        return False
+def healthy() -> bool:
+    return prefect_healthy(API, os.environ.get("PREFECT_API_AUTH_STRING"))
 
 
 def pidfile(name: str):  # noqa: ANN201
@@ -53,19 +45,12 @@ def start_server() -> None:
         "PREFECT_UI_API_URL": API,
         "PREFECT_SERVER_API_AUTH_STRING": os.environ["PREFECT_API_AUTH_STRING"],
     }
-    pid = spawn(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(PORT)],
-        state_dir() / "logs" / "prefect-server.log",
-        env=env,
-    )
+    logfile = state_dir() / "logs" / "prefect-server.log"
+    try:
+        pid = start_prefect_server(PORT, logfile, env=env, auth=os.environ["PREFECT_API_AUTH_STRING"])
+    except ToolError as exc:
+        raise SystemExit(f"[main] Prefect server did not start; see {logfile}") from exc
     pidfile("prefect-server").write_text(str(pid))
-    end = time.monotonic() + 120
-    while not healthy():
-        if time.monotonic() > end or not pid_alive(pid):
-            raise SystemExit(
-                f"[main] Prefect server did not start; see {state_dir() / 'logs' / 'prefect-server.log'}"
-            )
-        time.sleep(0.5)
     print(f"[main] Prefect server started on {API}")
 
 

@@ -1,0 +1,21 @@
+"""The blocks a release task loads: a Docker client, the app's secrets."""
+
+from __future__ import annotations
+
+from blocks import AppSecrets
+from blocks.docker_host import docker_client
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def client_of(block_name: str, sends_secrets: bool = False):  # noqa: ANN202 - docker.DockerClient
+    return docker_client(block_name, sends_secrets=sends_secrets)
+
+
+def app_secrets(block_name: str | None, builder_image: str | None = None) -> dict[str, str]:
+    """The AppSecrets values; for a builder, only when the block allows that builder image."""
+    if not block_name:
+        return {}
+    block = AppSecrets.load(block_name)
+    if builder_image is not None:
+        block.check_builder(builder_image, block_name)
+    return block.environment()
