@@ -137,7 +137,7 @@ def table(report: Report) -> str:
 def _first_line(argv: list[str]) -> str:
     exe = shutil.which(argv[0]) or argv[0]
     try:
-        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60)  # noqa: S603
+        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "not found"
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "?"
@@ -167,7 +167,7 @@ def machine() -> list[str]:
         import docker as docker_sdk
 
         docker = docker_sdk.DockerClient(base_url=os.environ["DOCKER_HOST"]).version().get("Version", "?")
-    except Exception:  # noqa: BLE001 - informational
+    except Exception:  # noqa: BLE001, S110 - informational
         pass
     return [
         f"- CPU: {cpu}, {os.cpu_count()} cores; memory {mem}; load average at start "
@@ -201,7 +201,7 @@ def run_flow(
     pyinstrument (a statistical profiler: its text report goes to that file; the times are not figures)."""
     profiler = ["-m", "pyinstrument", "--renderer", "text", "--outfile", str(profile)] if profile else []
     start = time.monotonic()
-    proc = subprocess.run(  # noqa: S603 - argv list
+    proc = subprocess.run(
         [sys.executable, *profiler, "-m", "bench.flowrun", kind, json.dumps(params)],
         cwd=REPO_ROOT,
         env={**os.environ, **services.env},
@@ -221,7 +221,7 @@ def run_flow(
 
 def run_bash(services: Services, script: Path, env: dict[str, str], timeout: float = 900) -> Run:
     start = time.monotonic()
-    proc = subprocess.run(  # noqa: S603 - argv list
+    proc = subprocess.run(
         ["bash", str(script)],
         cwd=REPO_ROOT,
         env={**os.environ, **services.env, **env},
@@ -589,7 +589,7 @@ def _remove_bench_images(client, registry: str) -> None:  # noqa: ANN001
         if any(t.startswith((f"{registry}/bench/", "bench/")) for t in names):
             try:
                 client.images.remove(image["Id"], force=True)
-            except Exception:  # noqa: BLE001 - in use by a container being removed: next time
+            except Exception:  # noqa: BLE001, S110 - in use by a container being removed: next time
                 pass
 
 

@@ -117,7 +117,7 @@ def _repository_of(image: str) -> str:
     return f"{head}/{last}" if head else last
 
 
-WEBHOOK_URL_SECRET = "webhook_url"
+WEBHOOK_URL_SECRET = "webhook_url"  # noqa: S105 - the name of the Secret block's field, not a secret
 
 
 def slack_webhook(url: str | SecretStr) -> CustomWebhookNotificationBlock:

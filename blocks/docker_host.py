@@ -27,7 +27,7 @@ DEFAULT_TIMEOUT = 300  # seconds per API call when the block leaves timeout empt
 _TLS_KEYS = {"ca_cert", "client_cert", "verify", "ssl_version", "assert_hostname"}
 
 
-def _tls_config(value: Any) -> Any:  # noqa: ANN401 - bool | dict | TLSConfig, as docker accepts
+def _tls_config(value: Any) -> Any:
     import docker.tls
 
     if not isinstance(value, dict):

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO_ROOT)
     declarations = [d for d in load().deployments if not args.only or d.name in args.only]
     if not declarations:
-        print("no deployment matches", file=sys.stderr)
+        print("no deployment matches", file=sys.stderr)  # noqa: T201 - a command's output
         return 2
     from prefect import serve
 

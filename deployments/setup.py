@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m deployments.setup", description=__doc__).parse_args(argv)
     result = setup()
     for key, value in result.items():
-        print(f"{key}: {value if not isinstance(value, list) else ', '.join(value) or '-'}")
+        print(f"{key}: {value if not isinstance(value, list) else ', '.join(value) or '-'}")  # noqa: T201 - a command's output
     return 0
 
 

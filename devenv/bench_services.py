@@ -56,7 +56,7 @@ class Services:
             **sandbox,
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
             "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto accepts any key
+            "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": sandbox.get("AWS_DEFAULT_REGION", "eu-central-1"),
             "DEVOPS_TF_STATE_BUCKET": STATE_BUCKET,
             "PREFECT_API_URL": f"http://127.0.0.1:{prefect_port}/api",

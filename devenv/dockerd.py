@@ -93,5 +93,5 @@ def ensure_base_image(host: str) -> None:
 
 
 def _is_static(path: Path) -> bool:
-    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True)  # noqa: S603
+    out = subprocess.run(["ldd", str(path)], capture_output=True, text=True)
     return "not a dynamic executable" in (out.stdout + out.stderr)

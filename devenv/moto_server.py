@@ -42,7 +42,7 @@ def _patch() -> None:
 
     create_version = LaunchTemplate.create_version
 
-    def create_version_parsed(self: LaunchTemplate, data: dict[str, Any], description: str) -> Any:  # noqa: ANN401
+    def create_version_parsed(self: LaunchTemplate, data: dict[str, Any], description: str) -> Any:
         if isinstance(data.get("UserData"), str):
             data = {**data, "UserData": parse_user_data(data["UserData"]) if data["UserData"] else None}
         return create_version(self, data, description)
@@ -59,7 +59,7 @@ def _patch() -> None:
         description: str,
         data: dict[str, Any],
         tag_spec: dict[str, Any],
-    ) -> Any:  # noqa: ANN401
+    ) -> Any:
         specs = data.get("TagSpecifications")
         if isinstance(specs, list):
             kept = [
@@ -78,7 +78,7 @@ def _patch() -> None:
     dispatch = DomainDispatcherApplication.__call__
     one_at_a_time = threading.Lock()
 
-    def dispatch_serialised(self: DomainDispatcherApplication, environ: dict, start_response: Any) -> Any:  # noqa: ANN401
+    def dispatch_serialised(self: DomainDispatcherApplication, environ: dict, start_response: Any) -> Any:
         attempt = environ.get("HTTP_AMZ_SDK_REQUEST", "")
         if attempt and not attempt.startswith("attempt=1;"):
             _log_retry(environ, attempt)
@@ -96,7 +96,7 @@ def _log_retry(environ: dict, attempt: str) -> None:
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
         action = ",".join(urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", []))
-    print(  # noqa: T201 - the server's log
+    print(
         f"retried request: {attempt} {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {action} "
         f"invocation {environ.get('HTTP_AMZ_SDK_INVOCATION_ID', '?')}",
         file=sys.stderr,

@@ -83,7 +83,7 @@ def spawn(
     logfile.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # logs may name endpoints, users
     with os.fdopen(fd, "ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - argv list
+        proc = subprocess.Popen(
             argv,
             cwd=cwd,
             stdin=subprocess.DEVNULL,

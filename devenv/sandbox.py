@@ -83,7 +83,7 @@ def ensure_moto(state: State, env: dict[str, str]) -> None:
     env.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto accepts any key
+        AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION=REGION,
         DEVOPS_TF_STATE_BUCKET=STATE_BUCKET,
     )

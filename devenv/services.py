@@ -108,7 +108,7 @@ def htpasswd_line(user: str, password: str) -> str:
     exe = shutil.which("htpasswd")
     if not exe:
         raise ToolMissing("htpasswd is not installed", hint="apt-get install apache2-utils")
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [exe, "-niB", user], input=password + "\n", capture_output=True, text=True, check=True
     )
     return out.stdout.strip()

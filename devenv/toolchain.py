@@ -22,7 +22,7 @@ def version_of(argv: list[str], pattern: str = r"(\d+)\.(\d+)(?:\.(\d+))?") -> t
     if not exe:
         return None
     try:
-        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60).stdout  # noqa: S603
+        out = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(pattern, out)
@@ -71,7 +71,7 @@ def find_provider_mirror() -> Path | None:
     for root in roots:
         if (root / "registry.terraform.io").is_dir():
             return root
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [
             "find",
             "/",

@@ -24,7 +24,7 @@ from tools.process import default_logger
 KINDS = frozenset({"ami", "stack", "app", "host"})
 
 
-def record(kind: str, what: str, resource: str, **payload: Any) -> None:  # noqa: ANN401
+def record(kind: str, what: str, resource: str, **payload: Any) -> None:
     """Emit `devops.<kind>.<what>` about `resource` (an AMI id, stack path, container or host name)."""
     if kind not in KINDS:
         raise ValueError(f"unknown audit kind {kind!r}")

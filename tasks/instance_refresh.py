@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import time
 from string import Formatter
-from typing import Literal
+from typing import Any, Literal
+from uuid import UUID
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -98,12 +99,12 @@ def _unhealthy(ec2, new: list[Member], gate: HealthGate) -> dict[str, str]:  # n
 
 
 def _replace_in_batches(
-    autoscaling,
-    ec2,
+    autoscaling: Any,  # boto3 clients
+    ec2: Any,
     group: str,
     image_id: str,
     spec: RefreshSpec,
-    progress_id,  # noqa: ANN001
+    progress_id: UUID,
 ) -> list[list[str]]:
     log = default_logger()
     before = refresh.members(autoscaling, ec2, group)
@@ -145,14 +146,14 @@ def _replace_in_batches(
 
 
 def _refresh_on_aws(
-    autoscaling,
-    ec2,
+    autoscaling: Any,  # boto3 clients
+    ec2: Any,
     group: str,
     image_id: str,
     spec: RefreshSpec,
     refresh_id: str,
-    progress_id,
-) -> None:  # noqa: ANN001
+    progress_id: UUID,
+) -> None:
     log = default_logger()
     checked: set[str] = set()
     while True:

@@ -32,7 +32,7 @@ def save_backend(
 def save_aws(
     name: str,
     endpoint_url: str,
-    secret_access_key: str = "testing",  # noqa: S107 - moto takes any key
+    secret_access_key: str = "testing",
     config: dict[str, Any] | None = None,
 ) -> str:
     """An AwsCredentials block for moto at `endpoint_url` (any key works); returns the block's name."""

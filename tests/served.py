@@ -25,7 +25,7 @@ def served(flow_ref: str, name: str, log: Path, seconds: float = 90, lost: bool 
     from prefect.client.orchestration import get_client
 
     flow_name = _load(flow_ref).name
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tests.served", flow_ref, name],
         cwd=REPO_ROOT,
         env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
@@ -54,7 +54,7 @@ def served(flow_ref: str, name: str, log: Path, seconds: float = 90, lost: bool 
             proc.wait(timeout=10)
 
 
-def _load(flow_ref: str):  # noqa: ANN202 - a prefect Flow
+def _load(flow_ref: str):
     module, _, attr = flow_ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 

@@ -110,7 +110,7 @@ def ssh_host_line(name: str, port: int, key: Path, known_hosts: Path, target_roo
     return " ".join(fields)
 
 
-def flow_run_artifacts(flow_run_id) -> list:  # noqa: ANN001 - UUID
+def flow_run_artifacts(flow_run_id) -> list:
     """Every artifact a flow run created (tables and markdown), read back from the API."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

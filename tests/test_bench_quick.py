@@ -16,11 +16,11 @@ from tools.settings import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:  # noqa: ANN001
+def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:
     output = Path(tempfile.mkdtemp(prefix="devops-flows-bench-test-")) / "latest.md"
     # the bench has its own Prefect server, and names its own Ansible roots (as when run by hand)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DEVOPS_ANSIBLE_"))}
-    proc = subprocess.run(  # noqa: S603 - argv list
+    proc = subprocess.run(
         [str(REPO_ROOT / "scripts" / "bench"), "--quick", "--output", str(output)],
         cwd=REPO_ROOT,
         env=env,

@@ -153,7 +153,7 @@ def check_extra_vars(extra_vars: Mapping[str, Any]) -> None:
     _check_tree(extra_vars, "", 0)
 
 
-def _check_tree(value: Any, name: str, depth: int) -> None:  # noqa: ANN401 - JSON-like data
+def _check_tree(value: Any, name: str, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise InvalidInput(f"extra var {name!r} nests deeper than {MAX_DEPTH} levels")
     if isinstance(value, Mapping):

@@ -90,7 +90,7 @@ def decrypted_values(files: Iterable[Path], password: str) -> Iterator[str]:
             continue
 
 
-def _strings(data: Any, vault: VaultLib, only_vaulted: bool = False) -> Iterator[str]:  # noqa: ANN401
+def _strings(data: Any, vault: VaultLib, only_vaulted: bool = False) -> Iterator[str]:
     if isinstance(data, _Vaulted):
         try:
             yield vault.decrypt(str(data).encode()).decode(errors="replace")

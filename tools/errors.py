@@ -74,7 +74,7 @@ class ToolError(RuntimeError):
             parts.append("last output lines:\n" + "\n".join(self.tail))
         return "\n".join(parts)
 
-    def __reduce__(self):  # keep keyword state across pickling (Prefect persists exceptions)
+    def __reduce__(self) -> tuple:  # keep keyword state across pickling (Prefect persists exceptions)
         return (_rebuild, (type(self), self.__dict__.copy()))
 
 

@@ -164,7 +164,7 @@ def has_policies(stack: str, base: Path | None = None, stacks_base: Path | None 
     return bool(selection(stack, base, stacks_base))
 
 
-def _findings(result: Any) -> list[Verdict]:  # noqa: ANN401 - whatever a rule returned
+def _findings(result: Any) -> list[Verdict]:
     """A rule's return value as findings; ValueError when it is not a list of (level, message)."""
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], str):
         result = [result]

@@ -27,20 +27,16 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from tools.errors import ProcessCancelled, ProcessTimeout, ToolError, ToolMissing
-from tools.redact import redact, redact_argv, register_secret
+from tools.process_output import Follower, LineHandler, Output, ProcessResult
+from tools.redact import redact_argv, register_secret
 from tools.stopping import GENERIC_STOP, StopPolicy, group_alive, stop_process
 
-LineHandler = Callable[[str, str], None]  # (stream name, redacted line)
-
-TAIL_LINES = 40
 POLL_SECONDS = 0.1
-FOLLOW_SECONDS = 0.05
 
 # What any tool may take from our environment: where programs and files are, locale, time zone, proxies
 # and CA bundles. Never credentials: those come from blocks, through `secret_env`.
@@ -71,20 +67,6 @@ def inherited_env(patterns: Iterable[str], environ: Mapping[str, str] | None = N
     patterns = tuple(patterns)
     source = os.environ if environ is None else environ
     return {k: v for k, v in source.items() if any(fnmatch.fnmatchcase(k, p) for p in patterns)}
-
-
-@dataclass
-class ProcessResult:
-    argv: list[str]  # redacted
-    exit_code: int
-    tail: list[str]  # redacted, stdout and stderr interleaved as they arrived
-    duration: float
-    stdout: str = ""  # redacted; only filled when capture_stdout=True
-    stderr_tail: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
 
 
 RunLogger = Callable[[], "logging.Logger | logging.LoggerAdapter | None"]
@@ -137,38 +119,6 @@ def stop_runs_in(threads: Iterable[int]) -> int:
     return asked
 
 
-class _Follower(threading.Thread):
-    """Follows a file the child writes and hands each complete line to the sink; ends when `done` is set
-    (the child exited) and the file is drained."""
-
-    def __init__(self, name: str, path: int, sink: Callable[[str, str], None], done: threading.Event) -> None:
-        super().__init__(name=f"process-follower-{name}", daemon=True)
-        self.stream_name, self.sink, self.done = name, sink, done
-        self.file = open(f"/proc/self/fd/{path}", "rb")  # noqa: SIM115 - its own offset; closed in run()
-
-    def run(self) -> None:
-        pending = b""
-        try:
-            while True:
-                finished = self.done.is_set()  # read before draining: nothing is written after it is set
-                chunk = self.file.read(65536)
-                if chunk:
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for raw in lines:
-                        self._emit(raw)
-                    continue
-                if finished:
-                    break
-                time.sleep(FOLLOW_SECONDS)
-            if pending:
-                self._emit(pending)
-        finally:
-            self.file.close()
-
-    def _emit(self, raw: bytes) -> None:
-        self.sink(self.stream_name, raw.decode("utf-8", errors="replace").rstrip("\r"))
-
-
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -201,119 +151,38 @@ def run(
     if not argv:
         raise ValueError("empty argv")
     log = logger or default_logger()
-    secrets = [v for v in (secret_env or {}).values() if v]
-    for value in secrets:
+    for value in [*(v for v in (secret_env or {}).values() if v), *([stdin] if stdin else [])]:
         register_secret(value)
-    if stdin:
-        register_secret(stdin)
     shown = redact_argv(argv)
     label = what or Path(argv[0]).name
     executable = argv[0] if os.sep in argv[0] else which(argv[0])
-
     child_env = {**inherited_env(inherit), **(env or {}), **(secret_env or {})}
     log.info("$ %s", " ".join(shown))
     started = time.monotonic()
-    out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # unlinked: nothing left behind
-    try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            [executable, *argv[1:]],
-            cwd=cwd,
-            env=child_env,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=out_file,
-            stderr=err_file,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        out_file.close()
-        err_file.close()
-        raise ToolMissing(f"{label} could not be started: {exc.strerror}", argv=shown, hint=hint) from exc
-
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    stderr_tail: deque[str] = deque(maxlen=TAIL_LINES)
-    stdout_lines: list[str] = []
-    lock = threading.Lock()
-    handler_failed = threading.Event()
-
-    def sink(stream: str, line: str) -> None:
-        line = redact(line)
-        with lock:
-            tail.append(line)
-            if stream == "stderr":
-                stderr_tail.append(line)
-            elif capture_stdout:
-                stdout_lines.append(line)
-        if on_line is not None:
-            try:
-                on_line(stream, line)
-            except Exception:  # a caller's handler must not stop the following (Packer's artifact line)
-                if not handler_failed.is_set():
-                    handler_failed.set()
-                    log.exception("%s: the line handler failed (logged once; output still followed)", label)
-        if log_line is None or log_line(stream, line):
-            log.info("%s", line)
-
+    proc, files = _spawn([executable, *argv[1:]], cwd, child_env, stdin is not None, label, shown, hint)
+    output = Output(label, log, on_line, log_line, capture_stdout)
     exited = threading.Event()
     followers = [
-        _Follower("stdout", out_file.fileno(), sink, exited),
-        _Follower("stderr", err_file.fileno(), sink, exited),
+        Follower(name, f.fileno(), output, exited)
+        for name, f in zip(("stdout", "stderr"), files, strict=True)
     ]
-    out_file.close()
-    err_file.close()
+    for file in files:
+        file.close()  # each follower has its own descriptor
     for follower in followers:
         follower.start()
-    if stdin is not None and proc.stdin is not None:
-        try:
-            proc.stdin.write(stdin.encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-
+    _feed(proc, stdin)
     deadline = started + timeout if timeout else None
-    in_worker = threading.current_thread() is not threading.main_thread()
-    asked_to_stop = threading.Event()
-    with _stops_lock:
-        _stops[threading.get_ident()] = asked_to_stop
-    reason: str | None = None
     try:
-        while proc.poll() is None:
-            if deadline is not None and time.monotonic() > deadline:
-                reason = "timeout"
-            elif asked_to_stop.is_set() or (should_cancel is not None and should_cancel()):
-                reason = "cancel"
-            elif in_worker and not threading.main_thread().is_alive():
-                reason = "cancel"  # the flow process is shutting down under us
-            if reason:
-                log.warning("stopping %s (%s): %s", label, reason, stop.describe())
-                stop_process(proc, stop, log)
-                break
-            try:
-                proc.wait(timeout=POLL_SECONDS)  # returns as soon as the process exits
-            except subprocess.TimeoutExpired:
-                pass
+        reason = _supervise(proc, label, stop, log, deadline, should_cancel)
     except BaseException:
         # Prefect raises TerminationSignal here on cancel; KeyboardInterrupt likewise.
         log.warning("%s interrupted: stopping it (%s)", label, stop.describe())
         stop_process(proc, stop, log)
-        exited.set()
-        for follower in followers:
-            follower.join(timeout=5)
+        _drain(exited, followers, 5)
         raise
-    finally:
-        with _stops_lock:
-            _stops.pop(threading.get_ident(), None)
     exit_code = proc.wait()
-    exited.set()
-    for follower in followers:
-        follower.join(timeout=30)
-    result = ProcessResult(
-        argv=shown,
-        exit_code=exit_code,
-        tail=list(tail),
-        duration=time.monotonic() - started,
-        stdout="\n".join(stdout_lines),
-        stderr_tail=list(stderr_tail),
-    )
+    _drain(exited, followers, 30)
+    result = output.result(shown, exit_code, time.monotonic() - started)
     if reason == "timeout":
         raise ProcessTimeout(
             f"{label} did not finish within {timeout:g}s; it was stopped ({stop.describe()})",
@@ -334,6 +203,88 @@ def run(
     if check and exit_code not in ok_codes:
         raise error(f"{label} failed", argv=shown, exit_code=exit_code, tail=result.tail, hint=hint)
     return result
+
+
+def _spawn(
+    argv: list[str],
+    cwd: str | os.PathLike[str] | None,
+    env: dict[str, str],
+    with_stdin: bool,
+    label: str,
+    shown: list[str],
+    hint: str | None,
+) -> tuple[subprocess.Popen, tuple[IO[bytes], IO[bytes]]]:
+    """Start the child in a session of its own, its stdout and stderr going to two unlinked files."""
+    files = (tempfile.TemporaryFile(), tempfile.TemporaryFile())  # noqa: SIM115 - the caller closes them
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+            stdout=files[0],
+            stderr=files[1],
+            start_new_session=True,
+        )
+    except OSError as exc:
+        for file in files:
+            file.close()
+        raise ToolMissing(f"{label} could not be started: {exc.strerror}", argv=shown, hint=hint) from exc
+    return proc, files
+
+
+def _feed(proc: subprocess.Popen, stdin: str | None) -> None:
+    """Write `stdin` once and close it (a tool that exits without reading it is no error)."""
+    if stdin is not None and proc.stdin is not None:
+        try:
+            proc.stdin.write(stdin.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+
+def _supervise(
+    proc: subprocess.Popen,
+    label: str,
+    stop: StopPolicy,
+    log: logging.Logger | logging.LoggerAdapter,
+    deadline: float | None,
+    should_cancel: Callable[[], bool] | None,
+) -> str | None:
+    """Wait for the child; on the deadline or a cancel stop it by its policy. Returns why it was stopped
+    ("timeout", "cancel") or None when it exited on its own."""
+    in_worker = threading.current_thread() is not threading.main_thread()
+    asked_to_stop = threading.Event()
+    with _stops_lock:
+        _stops[threading.get_ident()] = asked_to_stop
+    try:
+        while proc.poll() is None:
+            reason = None
+            if deadline is not None and time.monotonic() > deadline:
+                reason = "timeout"
+            elif asked_to_stop.is_set() or (should_cancel is not None and should_cancel()):
+                reason = "cancel"
+            elif in_worker and not threading.main_thread().is_alive():
+                reason = "cancel"  # the flow process is shutting down under us
+            if reason:
+                log.warning("stopping %s (%s): %s", label, reason, stop.describe())
+                stop_process(proc, stop, log)
+                return reason
+            try:
+                proc.wait(timeout=POLL_SECONDS)  # returns as soon as the process exits
+            except subprocess.TimeoutExpired:
+                pass
+        return None
+    finally:
+        with _stops_lock:
+            _stops.pop(threading.get_ident(), None)
+
+
+def _drain(exited: threading.Event, followers: list[Follower], seconds: float) -> None:
+    """The child has exited: let the followers read what is left of its output."""
+    exited.set()
+    for follower in followers:
+        follower.join(timeout=seconds)
 
 
 __all__ = [

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     root = collections_root()
     keep = closure(argv, installed(root))
     removed = prune(root, keep)
-    print(f"ansible collections: kept {', '.join(sorted(keep))}; removed {removed}")
+    print(f"ansible collections: kept {', '.join(sorted(keep))}; removed {removed}")  # noqa: T201 - a command's output
     return 0
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from docker import DockerClient
+
 from blocks import AppSecrets
 from blocks.docker_host import docker_client
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-def client_of(block_name: str, sends_secrets: bool = False):  # noqa: ANN202 - docker.DockerClient
+def client_of(block_name: str, sends_secrets: bool = False) -> DockerClient:
+    """A Docker client from the DockerHost block `block_name` (see blocks.docker_host.docker_client)."""
     return docker_client(block_name, sends_secrets=sends_secrets)
 
 

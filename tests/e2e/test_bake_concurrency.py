@@ -33,7 +33,7 @@ BAKE_SCRIPT = textwrap.dedent("""
 
 
 def _start(spec: BakeSpec, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", BAKE_SCRIPT, spec.model_dump_json(), AWS_BLOCK],
         cwd=REPO_ROOT,
         env=dict(os.environ),

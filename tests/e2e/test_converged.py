@@ -20,18 +20,18 @@ LT = "aws_launch_template.xwiki-lt"
 
 
 @pytest.fixture
-def two_amis(ec2) -> tuple[str, str]:  # noqa: ANN001
+def two_amis(ec2) -> tuple[str, str]:
     """Two images moto ships (any AMI id does for a launch template; these exist)."""
     images = sorted(i["ImageId"] for i in ec2.describe_images(Owners=["amazon"])["Images"])
     return images[0], images[1]
 
 
 @pytest.fixture
-def s3(sandbox_env):  # noqa: ANN001, ANN201
+def s3(sandbox_env):
     return boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
 
 
-def _state(s3, backend_block: str, stack: str) -> dict:  # noqa: ANN001
+def _state(s3, backend_block: str, stack: str) -> dict:
     backend = TerraformBackend.load(backend_block)
     key = f"{backend.key_prefix}{stack}/terraform.tfstate"
     return json.loads(s3.get_object(Bucket=backend.bucket, Key=key)["Body"].read())
@@ -42,12 +42,12 @@ def _state_lt(state: dict) -> dict:
     return res["instances"][0]["attributes"]
 
 
-def _aws_latest(ec2, lt_id: str) -> int:  # noqa: ANN001
+def _aws_latest(ec2, lt_id: str) -> int:
     [lt] = ec2.describe_launch_templates(LaunchTemplateIds=[lt_id])["LaunchTemplates"]
     return lt["LatestVersionNumber"]
 
 
-def _new_version(ec2, lt_id: str, image_id: str) -> int:  # noqa: ANN001
+def _new_version(ec2, lt_id: str, image_id: str) -> int:
     """A launch template version made behind Terraform's back: the latest version's data (moto does not
     copy SourceVersion's data itself) with `image_id`."""
     latest = ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Latest"])

@@ -19,19 +19,19 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def receiver():  # noqa: ANN201
+def receiver():
     """A tiny local webhook receiver: yields (url, received bodies)."""
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server API
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", 0))
             received.append(json.loads(self.rfile.read(length) or b"{}"))
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"ok")
 
-        def log_message(self, *args) -> None:  # noqa: ANN002
+        def log_message(self, *args) -> None:
             pass
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
@@ -42,7 +42,7 @@ def receiver():  # noqa: ANN201
     server.server_close()
 
 
-def test_manual_change_is_reported_then_undone(blocks, workdir: Path, receiver) -> None:  # noqa: ANN001
+def test_manual_change_is_reported_then_undone(blocks, workdir: Path, receiver) -> None:
     url, received = receiver
     block = f"drift-hook-{uuid.uuid4().hex[:8]}"
     slack_webhook(url).save(block, overwrite=True)

@@ -29,14 +29,14 @@ SMOKE = "sandbox/smoke"
 APPLY = "flows.apply:apply_stack"
 
 
-def _state(run_id):  # noqa: ANN001, ANN202
+def _state(run_id):
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         return client.read_flow_run(run_id).state
 
 
-def _suspended(run_id, other_than: str | None = None, seconds: float = 240) -> str:  # noqa: ANN001
+def _suspended(run_id, other_than: str | None = None, seconds: float = 240) -> str:
     """Wait until the run is Suspended (on another pause key than `other_than`); its pause key."""
 
     def check() -> bool:
@@ -48,7 +48,7 @@ def _suspended(run_id, other_than: str | None = None, seconds: float = 240) -> s
     return _state(run_id).state_details.pause_key
 
 
-def _final(run_id, seconds: float = 300):  # noqa: ANN001, ANN202
+def _final(run_id, seconds: float = 300):
     wait_for(lambda: _state(run_id).is_final(), seconds, "the run to end", interval=0.5)
     return _state(run_id)
 
@@ -58,7 +58,7 @@ class _Receiver(BaseHTTPRequestHandler):
 
     received: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         _Receiver.received.append(json.loads(body or b"{}").get("text", ""))
         self.send_response(200)
@@ -81,7 +81,7 @@ def alerts() -> Iterator[str]:
     server.shutdown()
 
 
-def _start(  # noqa: ANN202 - a prefect FlowRun
+def _start(
     deployment: str,
     backend_block: str,
     name: str,
@@ -102,7 +102,7 @@ def _start(  # noqa: ANN202 - a prefect FlowRun
     return run_deployment(deployment, parameters=parameters, timeout=0)
 
 
-def _processes_of(run_id) -> list[int]:  # noqa: ANN001
+def _processes_of(run_id) -> list[int]:
     """Processes whose environment names the flow run (what a runner gives the run's process)."""
     marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
     found = []
@@ -115,13 +115,13 @@ def _processes_of(run_id) -> list[int]:  # noqa: ANN001
     return found
 
 
-def _descriptions(ec2, name: str) -> list[str]:  # noqa: ANN001
+def _descriptions(ec2, name: str) -> list[str]:
     return [
         g["Description"] for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name
     ]
 
 
-def test_approval_survives_the_runner_replans_when_stale_and_times_out_safely(  # noqa: PLR0915 - one story
+def test_approval_survives_the_runner_replans_when_stale_and_times_out_safely(
     backend_block, ec2, sandbox_env, workdir: Path, alerts: str
 ) -> None:
     name = f"durable-{uuid.uuid4().hex[:8]}"

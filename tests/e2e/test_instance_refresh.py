@@ -24,7 +24,7 @@ STACK = "scalac/internal-prod/xwiki"
 
 
 class _Failing(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.send_response(500)
         self.end_headers()
 
@@ -32,7 +32,7 @@ class _Failing(BaseHTTPRequestHandler):
         pass
 
 
-def _images(autoscaling, ec2, group: str) -> dict[str, str]:  # noqa: ANN001
+def _images(autoscaling, ec2, group: str) -> dict[str, str]:
     ids = [
         i["InstanceId"]
         for i in autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][

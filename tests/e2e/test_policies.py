@@ -39,17 +39,17 @@ def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def s3(sandbox_env):  # noqa: ANN001, ANN201
+def s3(sandbox_env):
     return boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
 
 
-def _objects(s3, backend_block: str) -> list[str]:  # noqa: ANN001
+def _objects(s3, backend_block: str) -> list[str]:
     backend = TerraformBackend.load(backend_block)
     listed = s3.list_objects_v2(Bucket=backend.bucket, Prefix=backend.key_prefix).get("Contents") or []
     return [item["Key"] for item in listed]
 
 
-def _made(ec2, name: str) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
+def _made(ec2, name: str) -> tuple[list[dict], list[dict]]:
     groups = [g for g in ec2.describe_security_groups()["SecurityGroups"] if g["GroupName"] == name]
     templates = [
         t
@@ -59,14 +59,14 @@ def _made(ec2, name: str) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
     return groups, templates
 
 
-def _table(run_id) -> list[dict]:  # noqa: ANN001
+def _table(run_id) -> list[dict]:
     found = [a for a in flow_run_artifacts(run_id) if a.key == ARTIFACT]
     assert found and found[0].type == "table", [a.key for a in flow_run_artifacts(run_id)]
     data = found[0].data
     return json.loads(data) if isinstance(data, str) else data
 
 
-def _cleanup(s3, ec2, backend_block: str, name: str) -> None:  # noqa: ANN001
+def _cleanup(s3, ec2, backend_block: str, name: str) -> None:
     try:
         if _objects(s3, backend_block):  # something was applied
             destroy_now(STACK, {"name": name}, backend_block)
@@ -80,7 +80,7 @@ def _cleanup(s3, ec2, backend_block: str, name: str) -> None:  # noqa: ANN001
             s3.delete_object(Bucket=TerraformBackend.load(backend_block).bucket, Key=key)
 
 
-def test_a_denied_plan_fails_the_run_before_apply_and_leaves_nothing(backend_block, ec2, s3, own_tmp) -> None:  # noqa: ANN001
+def test_a_denied_plan_fails_the_run_before_apply_and_leaves_nothing(backend_block, ec2, s3, own_tmp) -> None:
     name = f"policy-deny-{uuid.uuid4().hex[:8]}"
     request = StackRequest(stack=STACK, variables={"name": name, "instance_type": "m5.24xlarge"})
     try:
@@ -103,7 +103,7 @@ def test_a_denied_plan_fails_the_run_before_apply_and_leaves_nothing(backend_blo
 
 def test_a_pass_applies_and_a_replacement_warning_makes_auto_approval_ask(
     backend_block, ec2, s3, own_tmp
-) -> None:  # noqa: ANN001
+) -> None:
     from prefect.flow_runs import resume_flow_run
 
     name = f"policy-warn-{uuid.uuid4().hex[:8]}"
@@ -159,7 +159,7 @@ def test_a_pass_applies_and_a_replacement_warning_makes_auto_approval_ask(
     ],
     ids=["apply-stack-unknown-rule", "ami-rollout-bad-toml"],
 )
-def test_a_malformed_selection_fails_before_any_process(  # noqa: ANN001, PLR0913
+def test_a_malformed_selection_fails_before_any_process(
     flow: str,
     appended: str,
     expected: str,
@@ -197,7 +197,7 @@ def test_a_malformed_selection_fails_before_any_process(  # noqa: ANN001, PLR091
     assert _objects(s3, backend_block) == []
 
 
-def test_a_warning_suspends_a_deployment_run_and_the_approved_plan_is_checked_again(  # noqa: ANN001
+def test_a_warning_suspends_a_deployment_run_and_the_approved_plan_is_checked_again(
     backend_block, ec2, s3, workdir: Path
 ) -> None:
     """The scheduled case: a deployment run with approval=auto whose plan warns suspends with the plan

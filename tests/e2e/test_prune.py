@@ -66,7 +66,7 @@ def _record_calls(client) -> dict[str, list[dict]]:
     """Every request the client sends, by operation (botocore's own event hook: what really went out)."""
     calls: dict[str, list[dict]] = defaultdict(list)
 
-    def seen(model, params, **_):  # noqa: ANN001, ANN003
+    def seen(model, params, **_):
         calls[model.name].append(dict(params))
 
     client.meta.events.register("provide-client-params.*.*", seen)
@@ -157,7 +157,7 @@ def test_a_reference_made_after_the_decision_is_seen_before_the_deregister(block
     lt_later, bake_later, untouched, newest = ids
     lts: list[str] = []
 
-    def meanwhile(row) -> None:  # noqa: ANN001
+    def meanwhile(row) -> None:
         if row.image_id == lt_later:
             lts.append(
                 ec2.create_launch_template(
@@ -204,7 +204,7 @@ def test_prune_during_an_apply_of_an_old_ami_keeps_it(backend_block, sandbox_env
     name = f"xwiki-{uuid.uuid4().hex[:8]}"
     request = StackRequest(stack=STACK, variables={"name": name, "ami_id": old})
     log = workdir / "apply.log"
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-c", APPLY_SCRIPT, request.model_dump_json(), backend_block, AWS_BLOCK],
         cwd=REPO_ROOT,
         env=dict(os.environ),

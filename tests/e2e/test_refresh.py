@@ -36,7 +36,7 @@ def _xwiki_vars(workdir: Path, name: str, port: int) -> dict:
     }
 
 
-def test_self_healing_container_and_vault_secrecy(blocks, docker_client, workdir: Path) -> None:  # noqa: ANN001
+def test_self_healing_container_and_vault_secrecy(blocks, docker_client, workdir: Path) -> None:
     name, port = f"xwiki-test-{uuid.uuid4().hex[:8]}", free_port()
     target = AnsibleTarget(limit="xwiki", extra_vars=_xwiki_vars(workdir, name, port))
 
@@ -85,7 +85,7 @@ def test_self_healing_container_and_vault_secrecy(blocks, docker_client, workdir
             assert VAULT_PASSWORD not in path.read_text(errors="ignore")
 
 
-def test_wrong_vault_password_fails_clearly(blocks, workdir: Path) -> None:  # noqa: ANN001
+def test_wrong_vault_password_fails_clearly(blocks, workdir: Path) -> None:
     block = f"wrong-vault-{uuid.uuid4().hex[:8]}"
     wrong = f"not-the-password-{uuid.uuid4().hex[:6]}"
     Secret(value=wrong).save(block, overwrite=True)
@@ -104,7 +104,7 @@ def test_wrong_vault_password_fails_clearly(blocks, workdir: Path) -> None:  # n
 
 
 @pytest.fixture
-def three_hosts(workdir: Path):  # noqa: ANN201
+def three_hosts(workdir: Path):
     """web1 healthy, web2 missing a base package, web3 a closed SSH port."""
     key = client_key(workdir)
     known = workdir / "known_hosts"
@@ -133,7 +133,7 @@ def three_hosts(workdir: Path):  # noqa: ANN201
 
 def test_failed_and_unreachable_hosts_fail_the_run_others_refreshed(
     blocks, three_hosts: Path, workdir
-) -> None:  # noqa: ANN001
+) -> None:
     state = refresh_servers(target=AnsibleTarget(inventory=str(three_hosts)), return_state=True)
     assert state.is_failed()
     with pytest.raises(AnsibleRunFailed) as info:
@@ -153,7 +153,7 @@ def test_failed_and_unreachable_hosts_fail_the_run_others_refreshed(
     assert rows["web1"]["changed"] >= 1 and rows["web2"]["failed"] == 1 and rows["web3"]["unreachable"] == 1
 
 
-def test_cancel_stops_ansible_and_its_children(blocks, workdir: Path) -> None:  # noqa: ANN001
+def test_cancel_stops_ansible_and_its_children(blocks, workdir: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.states import Cancelling
 

@@ -439,7 +439,7 @@ def test_cancelled_build_leaves_no_builder_container(app, builder_image, cache_v
             labels={{{TEST_LABEL!r}: "1", "devops-flows.cancel": {marker!r}}},
         ))
     """)
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=REPO_ROOT,
         env=dict(os.environ),

@@ -71,7 +71,7 @@ def tcp_engine(sandbox_env: dict[str, str]) -> Iterator[str]:
     server.close()
 
 
-def test_release_to_a_tcp_engine_needs_only_another_block(  # noqa: F811 - pytest fixtures by name
+def test_release_to_a_tcp_engine_needs_only_another_block(
     app,  # noqa: F811
     builder_image,
     cache_volume,  # noqa: F811

@@ -55,7 +55,7 @@ def cluster(sandbox_env: dict[str, str]) -> Iterator[object]:
 
 
 @contextmanager
-def on(state) -> Iterator[None]:  # noqa: ANN001
+def on(state) -> Iterator[None]:
     """Prefect client calls inside go to the scale-out server, not to the test session's server."""
     from prefect.settings import temporary_settings
 
@@ -64,25 +64,25 @@ def on(state) -> Iterator[None]:  # noqa: ANN001
 
 
 @contextmanager
-def _client(state):  # noqa: ANN001, ANN202
+def _client(state):
     from prefect.client.orchestration import get_client
 
     with on(state), get_client(sync_client=True) as client:
         yield client
 
 
-def start(name: str, parameters: dict | None = None):  # noqa: ANN201
+def start(name: str, parameters: dict | None = None):
     from prefect.deployments import run_deployment
 
     return run_deployment(name, parameters=parameters or {}, timeout=0, tags=["scale-out-test"])
 
 
-def start_on(state, name: str, parameters: dict | None = None):  # noqa: ANN001, ANN201
+def start_on(state, name: str, parameters: dict | None = None):
     with on(state):
         return start(name, parameters)
 
 
-def wait_final(state, run_ids: list, seconds: float) -> dict:  # noqa: ANN001
+def wait_final(state, run_ids: list, seconds: float) -> dict:
     """Flow runs by id once every one is final (or the deadline passed: then the last read states)."""
     end = time.monotonic() + seconds
     with _client(state) as client:
@@ -101,7 +101,7 @@ def describe(runs: dict) -> str:
     )
 
 
-def running_interval(state, run) -> tuple[datetime, datetime]:  # noqa: ANN001
+def running_interval(state, run) -> tuple[datetime, datetime]:
     """When the run entered Running and when it reached its final state (from its state history)."""
     with _client(state) as client:
         states = client.read_flow_run_states(run.id)
@@ -113,7 +113,7 @@ def running_interval(state, run) -> tuple[datetime, datetime]:  # noqa: ANN001
 # ---------------------------------------------------------------- tests
 
 
-def test_server_runs_on_postgresql_with_two_workers(cluster) -> None:  # noqa: ANN001
+def test_server_runs_on_postgresql_with_two_workers(cluster) -> None:
     import asyncio
 
     import asyncpg
@@ -142,7 +142,7 @@ def test_server_runs_on_postgresql_with_two_workers(cluster) -> None:  # noqa: A
     assert scale_out.status(cluster.dir)
 
 
-def test_runs_started_together_complete_on_both_workers(cluster, docker_client, workdir: Path) -> None:  # noqa: ANN001
+def test_runs_started_together_complete_on_both_workers(cluster, docker_client, workdir: Path) -> None:
     """Real deployments of prefect.yaml, all started at once."""
     from tests.conftest import TEST_LABEL, free_port
 
@@ -183,7 +183,7 @@ def test_runs_started_together_complete_on_both_workers(cluster, docker_client, 
     print("runs started together:", describe(final))
 
 
-def task_span(state, run_id) -> tuple[datetime, datetime]:  # noqa: ANN001
+def task_span(state, run_id) -> tuple[datetime, datetime]:
     """From the start of the run's first Terraform task to the end of its last (the stack-limited part)."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -195,7 +195,7 @@ def task_span(state, run_id) -> tuple[datetime, datetime]:  # noqa: ANN001
 
 
 @pytest.fixture
-def backend_block(cluster, sandbox_env: dict[str, str]) -> str:  # noqa: ANN001
+def backend_block(cluster, sandbox_env: dict[str, str]) -> str:
     """A TerraformBackend block with a key prefix of its own: this test's state never meets another's."""
     from tests.blocks import save_backend
 
@@ -205,7 +205,7 @@ def backend_block(cluster, sandbox_env: dict[str, str]) -> str:  # noqa: ANN001
     return name
 
 
-def test_one_stack_at_a_time_across_workers_different_stacks_in_parallel(cluster, backend_block: str) -> None:  # noqa: ANN001
+def test_one_stack_at_a_time_across_workers_different_stacks_in_parallel(cluster, backend_block: str) -> None:
     from devenv.scale_out import deployable
     from tasks.terraform import destroy_now
 
@@ -287,30 +287,30 @@ def wait_dead(pids: list[int], seconds: float) -> None:
         time.sleep(0.2)
 
 
-def launch_templates(ec2, prefix: str) -> list[dict]:  # noqa: ANN001
+def launch_templates(ec2, prefix: str) -> list[dict]:
     pages = ec2.get_paginator("describe_launch_templates").paginate()
     return [
         t for page in pages for t in page["LaunchTemplates"] if t["LaunchTemplateName"].startswith(prefix)
     ]
 
 
-def latest_image(ec2, lt_id: str) -> tuple[int, str]:  # noqa: ANN001
+def latest_image(ec2, lt_id: str) -> tuple[int, str]:
     versions = ec2.describe_launch_template_versions(LaunchTemplateId=lt_id)["LaunchTemplateVersions"]
     latest = max(versions, key=lambda v: v["VersionNumber"])
     return latest["VersionNumber"], latest["LaunchTemplateData"]["ImageId"]
 
 
-def image_tag(ec2, image_id: str, key: str) -> str | None:  # noqa: ANN001
+def image_tag(ec2, image_id: str, key: str) -> str | None:
     (image,) = ec2.describe_images(ImageIds=[image_id])["Images"]
     return next((t["Value"] for t in image.get("Tags", []) if t["Key"] == key), None)
 
 
-def amis_with_hash(ec2, digest: str) -> list[str]:  # noqa: ANN001
+def amis_with_hash(ec2, digest: str) -> list[str]:
     images = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:content_hash", "Values": [digest]}])
     return sorted(i["ImageId"] for i in images["Images"])
 
 
-def state_lock(s3, bucket: str, state_key: str):  # noqa: ANN001, ANN201
+def state_lock(s3, bucket: str, state_key: str):
     from tools import aws as aws_tool
     from tools import terraform as tf
 
@@ -324,7 +324,7 @@ def stack_terraform(state_key: str) -> list:
     return [p for p in tf.live_terraform_processes(STACK) if p.state_key == state_key]
 
 
-def wait_for_terraform(state, run_id, state_key: str) -> None:  # noqa: ANN001
+def wait_for_terraform(state, run_id, state_key: str) -> None:
     """Until a terraform process works on `state_key` (the run holds the stack's slot then)."""
     end = time.monotonic() + 120
     with _client(state) as client:
@@ -335,7 +335,7 @@ def wait_for_terraform(state, run_id, state_key: str) -> None:  # noqa: ANN001
             time.sleep(0.5)
 
 
-def wait_for_held_apply(state, run_id, ec2, s3, bucket: str, state_key: str, lt_id: str):  # noqa: ANN001, ANN201
+def wait_for_held_apply(state, run_id, ec2, s3, bucket: str, state_key: str, lt_id: str):
     """The flow run, once its `terraform apply` holds the state lock after the launch template changed."""
     end = time.monotonic() + 240
     with _client(state) as client:
@@ -354,7 +354,7 @@ def wait_for_held_apply(state, run_id, ec2, s3, bucket: str, state_key: str, lt_
             time.sleep(0.5)
 
 
-def released_lock_logs(state, parent_id) -> list[str]:  # noqa: ANN001
+def released_lock_logs(state, parent_id) -> list[str]:
     """The 'releasing stale state lock' lines of a flow run's subflows, read back from the API."""
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -378,7 +378,7 @@ def released_lock_logs(state, parent_id) -> list[str]:  # noqa: ANN001
             time.sleep(1)
 
 
-def cancel(state, run_id) -> None:  # noqa: ANN001
+def cancel(state, run_id) -> None:
     """Cancel a flow run through Prefect (its worker stops the flow process) and wait for it to end."""
     from prefect.states import Cancelling
 
@@ -389,7 +389,7 @@ def cancel(state, run_id) -> None:  # noqa: ANN001
     wait_final(state, [run_id], 90)
 
 
-def completed_tasks(state, run_id) -> list[str]:  # noqa: ANN001
+def completed_tasks(state, run_id) -> list[str]:
     """Names of the flow run's own task runs that completed."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -399,7 +399,7 @@ def completed_tasks(state, run_id) -> list[str]:  # noqa: ANN001
 
 
 def test_a_dead_worker_host_crashes_its_rollout_and_a_rerun_converges(
-    cluster,  # noqa: ANN001
+    cluster,
     backend_block: str,
     sandbox_env: dict[str, str],
 ) -> None:
@@ -422,7 +422,7 @@ def test_a_dead_worker_host_crashes_its_rollout_and_a_rerun_converges(
     s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
     autoscaling = boto3.client("autoscaling", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"])
 
-    def rollout(hold_seconds: int):  # noqa: ANN202
+    def rollout(hold_seconds: int):
         variables = {"name": name, "apply_hold_seconds": str(hold_seconds)}
         request = {"bake": bake, "stack": STACK, "variables": variables}
         return start_on(cluster, ROLLOUT, {"request": request, "backend_block": backend_block})

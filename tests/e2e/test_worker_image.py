@@ -34,14 +34,14 @@ CODE_DIR = "/opt/devops-flows"
 
 
 def docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)  # noqa: S603
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def worker_image(sandbox_env: dict[str, str]) -> str:
     """images/worker/build, once per module; its step timings go to the test output."""
     started = time.monotonic()
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, str(BUILD), "--tag", TAG],
         cwd=REPO_ROOT,
         capture_output=True,

@@ -69,7 +69,7 @@ def served_run(flow_name: str, mode: str = "tree", parameters: dict | None = Non
     from prefect.deployments import run_deployment
 
     name = f"{flow_name}-{uuid.uuid4().hex[:8]}"
-    served = subprocess.Popen(  # noqa: S603
+    served = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.flows_for_tests", name, mode],
         cwd=REPO_ROOT,
         env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 
 def test_block_register_module(prefect_server: str) -> None:
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "blocks"],
         cwd=REPO,
         capture_output=True,
@@ -26,7 +26,7 @@ def test_bootstrap_twice_prints_names_never_values(prefect_server: str, sandbox_
     from blocks import REGISTRY_BLOCK, AppSecrets, DockerRegistryCredentials
 
     for _ in range(2):
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(
             [sys.executable, "-m", "blocks.bootstrap"],
             cwd=REPO,
             capture_output=True,

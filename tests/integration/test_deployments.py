@@ -21,7 +21,7 @@ from tests.conftest import REPO
 @pytest.fixture(scope="module")
 def deployed(prefect_server: str, blocks: list[str]) -> dict:
     ensure_work_pools()
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=REPO,
         capture_output=True,
@@ -81,13 +81,13 @@ def test_parameter_forms_are_typed(deployed: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def worker_run(deployed: dict):  # noqa: ANN201 - FlowRun
+def worker_run(deployed: dict):
     """prune-images (a dry run by default) picked up and run by a real process worker."""
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
 
     run = run_deployment("prune-images/prune-images", timeout=0)
-    worker = subprocess.Popen(  # noqa: S603
+    worker = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -121,7 +121,7 @@ def worker_run(deployed: dict):  # noqa: ANN201 - FlowRun
     return run, state
 
 
-def test_a_deployment_run_by_a_real_worker_completes(worker_run) -> None:  # noqa: ANN001
+def test_a_deployment_run_by_a_real_worker_completes(worker_run) -> None:
     _run, state = worker_run
     assert state is not None and state.is_completed(), state
 
@@ -144,13 +144,13 @@ CHROMIUM = [
 def render(url: str, profile: str, screenshot: str) -> str:
     """The page as the browser rendered it (after the UI's JavaScript ran), plus a screenshot."""
     base = [*CHROMIUM, f"--user-data-dir={profile}"]
-    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)  # noqa: S603
-    out = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)  # noqa: S603
+    subprocess.run([*base, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    out = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=180)
     return out.stdout
 
 
 @pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is installed by scripts/setup")
-def test_ui_renders_deployments_and_an_artifact(prefect_server: str, worker_run, tmp_path) -> None:  # noqa: ANN001
+def test_ui_renders_deployments_and_an_artifact(prefect_server: str, worker_run, tmp_path) -> None:
     """Headless Chromium against the real UI: the deployments page lists ours; an artifact renders."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId

@@ -24,8 +24,8 @@ def test_a_tool_with_the_sessions_tmpdir_is_found_then_gone_after_it_exits(workd
     session = workdir / "session"
     session.mkdir()
     exe = _fake_terraform(workdir)
-    proc = subprocess.Popen([exe, "30"], env={**os.environ, "TMPDIR": str(session)}, cwd=workdir)  # noqa: S603
-    other = subprocess.Popen([exe, "30"], env={**os.environ, "TMPDIR": str(workdir)}, cwd=workdir)  # noqa: S603
+    proc = subprocess.Popen([exe, "30"], env={**os.environ, "TMPDIR": str(session)}, cwd=workdir)
+    other = subprocess.Popen([exe, "30"], env={**os.environ, "TMPDIR": str(workdir)}, cwd=workdir)
     try:
         time.sleep(0.2)
         found = leftovers.tool_processes(session)
@@ -46,7 +46,7 @@ def test_a_tool_working_under_the_session_tmpdir_is_found_and_waited_for(workdir
     (session / "tf").mkdir(parents=True)
     exe = _fake_terraform(workdir)
     env = {k: v for k, v in os.environ.items() if k != "TMPDIR"}
-    proc = subprocess.Popen([exe, "2"], env=env, cwd=session / "tf")  # noqa: S603
+    proc = subprocess.Popen([exe, "2"], env=env, cwd=session / "tf")
     try:
         time.sleep(0.2)
         assert [p.pid for p in leftovers.tool_processes(session)] == [proc.pid]

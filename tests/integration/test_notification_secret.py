@@ -22,7 +22,7 @@ from tools.errors import NotificationFailed
 class Receiver(BaseHTTPRequestHandler):
     received: list[tuple[str, dict]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Receiver.received.append((self.path, json.loads(body or b"{}")))
         status = 500 if "fail" in self.path else 200

@@ -16,7 +16,7 @@ from tests.integration.flows_for_tests import served_run
 class Receiver(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Receiver.received.append(json.loads(body or b"{}"))
         self.send_response(200)

@@ -63,7 +63,7 @@ def test_ansible_syntax_and_lint_findings_fail_before_any_change(tmp_path: Path)
     check_playbook.fn("internal_hosts.yml", "inventory.ini", str(INFRA_DIR / "ansible"))  # the project's pass
 
 
-def test_refresh_servers_stops_at_the_lint_finding(blocks, tmp_path: Path) -> None:  # noqa: ANN001
+def test_refresh_servers_stops_at_the_lint_finding(blocks, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     play = tmp_path / "play.yml"
     play.write_text(

@@ -17,7 +17,7 @@ from tools.settings import load_env
 
 def sandbox(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(state)}
-    return subprocess.run(  # noqa: S603
+    return subprocess.run(
         [sys.executable, "-m", "devenv.sandbox", *args],
         cwd=REPO,
         env=env,
@@ -58,7 +58,7 @@ def test_up_status_reuse_down(tmp_path: Path, sandbox_env: dict[str, str]) -> No
 
 def test_missing_tool_is_named(tmp_path: Path) -> None:
     env = {**os.environ, "DEVOPS_SANDBOX_DIR": str(tmp_path), "PATH": "/nonexistent"}
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "devenv.sandbox", "up"],
         cwd=REPO,
         env=env,

@@ -66,7 +66,7 @@ def _log(tmp_path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-def _wait_for(predicate, seconds: float) -> bool:  # noqa: ANN001
+def _wait_for(predicate, seconds: float) -> bool:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if predicate():
@@ -120,7 +120,7 @@ def test_a_tool_outlives_its_sigkilled_flow_process(tmp_path: Path) -> None:
     """The worker host's flow process dies (SIGKILL): the tool must finish (Terraform writes its state).
     With pipes its next line would kill it with SIGPIPE; the runner gives it files to write to."""
     done = tmp_path / "done"
-    runner = subprocess.Popen(  # noqa: S603
+    runner = subprocess.Popen(
         [sys.executable, "-c", RUNNER, str(done)], cwd=Path(__file__).parents[2], env=os.environ
     )
     time.sleep(2)

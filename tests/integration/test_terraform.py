@@ -146,7 +146,7 @@ def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
     different state key, read from its .terraform/terraform.tfstate)."""
     stack_dir = workdir / "terraform" / "x" / "live-stack"
     stack_dir.mkdir(parents=True)
-    dead = subprocess.Popen(["true"])  # noqa: S607 - a pid that is gone: the record's holder is dead
+    dead = subprocess.Popen(["true"])
     dead.wait()
     now = datetime.now(UTC)
     lock = tf.LockInfo(id="1", who=tf.this_holder(), created=now.isoformat())

@@ -42,7 +42,7 @@ class App:
 
 
 @pytest.fixture(scope="module")
-def images(docker_client, sandbox_env, tmp_path_factory) -> Iterator[tuple[str, str]]:  # noqa: ANN001
+def images(docker_client, sandbox_env, tmp_path_factory) -> Iterator[tuple[str, str]]:
     """Two versions of a tiny httpd app with a VOLUME, pushed to the sandbox registry by digest. Each
     module gets images of its own (a label with its set's id): removing them by id at the end never takes
     another module's tags with them."""
@@ -75,7 +75,7 @@ def images(docker_client, sandbox_env, tmp_path_factory) -> Iterator[tuple[str, 
 
 
 @pytest.fixture
-def app(docker_client, images, blocks) -> Iterator[App]:  # noqa: ANN001
+def app(docker_client, images, blocks) -> Iterator[App]:
     """The app container, started by hand with its full configuration and data in both volumes. Removed
     at the end with every container of the test (by name and label), their volumes and the network, also
     when the set-up itself failed."""
@@ -109,7 +109,7 @@ def app(docker_client, images, blocks) -> Iterator[App]:  # noqa: ANN001
         _remove_app(docker_client, a, volumes)
 
 
-def _remove_app(docker_client, a: App, volumes: set[str]) -> None:  # noqa: ANN001
+def _remove_app(docker_client, a: App, volumes: set[str]) -> None:
     found = docker_client.containers.list(all=True, filters={"label": f"devops-flows.rel={a.uid}"})
     for name in (a.name, containers.previous_name(a.name)):
         found += engine.find_exact(docker_client, name)
@@ -124,7 +124,7 @@ def _remove_app(docker_client, a: App, volumes: set[str]) -> None:  # noqa: ANN0
     docker_client.networks.get(a.network).remove()
 
 
-def params(a: App, reference: str, health_path: str = "/version", timeout: int = 60, **over) -> dict:  # noqa: ANN003
+def params(a: App, reference: str, health_path: str = "/version", timeout: int = 60, **over) -> dict:
     values = {
         "app_name": a.name,
         "image_reference": reference,
@@ -141,6 +141,6 @@ def params(a: App, reference: str, health_path: str = "/version", timeout: int =
     return values
 
 
-def notes(docker_client, name: str) -> str:  # noqa: ANN001
+def notes(docker_client, name: str) -> str:
     result = docker_client.containers.get(name).exec_run(["cat", "/data/note", "/anon/note"])
     return result.output.decode()

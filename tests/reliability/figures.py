@@ -34,14 +34,14 @@ class Recorder:
         self.verbose = verbose
         self.failed = False
 
-    def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001
+    def pytest_runtest_logreport(self, report) -> None:
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             outcome = report.outcome
             if hasattr(report, "wasxfail"):
                 outcome = "xfailed" if report.skipped else "xpassed"
             self.outcomes[report.nodeid] = outcome
 
-    def pytest_terminal_summary(self, terminalreporter) -> None:  # noqa: ANN001
+    def pytest_terminal_summary(self, terminalreporter) -> None:
         """Outcomes accumulate in the figures folder, so a run in phases (scripts/test: the parallel
         phase, then the exclusive one) prints the figures of all its phases at the end of the last."""
         if "PYTEST_XDIST_WORKER" in os.environ:
@@ -139,7 +139,7 @@ def render(
     return lines, failed
 
 
-def register(config) -> None:  # noqa: ANN001
+def register(config) -> None:
     """From tests/conftest.py: one Recorder per session; the secret scan writes into a fresh folder."""
     if "DEVOPS_RELIABILITY_FIGURES" not in os.environ:
         os.environ["DEVOPS_RELIABILITY_FIGURES"] = tempfile.mkdtemp(prefix="devops-rel-figures-")
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     codes = []
     for index, phase in enumerate(phases):
         defer = {"DEVOPS_RELIABILITY_DEFER": "1"} if index < len(phases) - 1 else {}
-        codes.append(subprocess.run([*base, *phase, *pytest_args, *nodes], env={**env, **defer}).returncode)  # noqa: S603
+        codes.append(subprocess.run([*base, *phase, *pytest_args, *nodes], env={**env, **defer}).returncode)
     return 0 if all(code in (0, 5) for code in codes) and any(code == 0 for code in codes) else 1
 
 

@@ -195,7 +195,7 @@ class PrivateMoto:
         except ProcessLookupError:
             pass
 
-    def client(self, service: str):  # noqa: ANN201
+    def client(self, service: str):
         import boto3
 
         return boto3.client(
@@ -203,7 +203,7 @@ class PrivateMoto:
             endpoint_url=self.endpoint,
             region_name="eu-central-1",
             aws_access_key_id="testing",
-            aws_secret_access_key="testing",  # noqa: S106 - moto takes any key
+            aws_secret_access_key="testing",
         )
 
 
@@ -282,7 +282,7 @@ def diff(before: dict[str, object], after: dict[str, object]) -> dict[str, objec
 
 
 # --- Prefect read-back ------------------------------------------------------------------------------
-def run_tree(flow_run_id) -> list:  # noqa: ANN001
+def run_tree(flow_run_id) -> list:
     """The flow run id and every subflow run id below it (any depth)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
@@ -337,7 +337,7 @@ def task_run_states_of(flow_run_ids: Iterable) -> list[str]:
     ]
 
 
-def wait_for(check, seconds: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
+def wait_for(check, seconds: float, what: str, interval: float = 0.2):
     end = time.monotonic() + seconds
     while True:
         value = check()

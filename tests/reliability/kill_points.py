@@ -197,7 +197,7 @@ def start_process(
 ) -> subprocess.Popen:
     """The rollout (or `script`: APPLY_SCRIPT) in a flow process of its own (what a worker runs), with the
     run's TMPDIR (`run_tmp`, by default the setup's)."""
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", script, request.model_dump_json(), ctx.backend_block, ctx.aws_block],
         cwd=REPO_ROOT,
         env={**os.environ, "TMPDIR": str(run_tmp or ctx.run_tmp)},
@@ -214,7 +214,7 @@ def served(ctx: Setup, log: Path) -> Iterator[str]:
     from prefect.client.orchestration import get_client
 
     name = f"kp-{ctx.uid}"
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.kill_points", name],
         cwd=REPO_ROOT,
         env={**os.environ, "TMPDIR": str(ctx.run_tmp), "PREFECT_RUNNER_POLL_FREQUENCY": "1"},

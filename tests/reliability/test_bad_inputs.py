@@ -44,7 +44,7 @@ class Ctx:
     backend_block: str
     workdir: Path
 
-    def release(self, **over) -> object:  # noqa: ANN003
+    def release(self, **over) -> object:
         params = {
             "app_path": str(self.app),
             "app_name": f"rel-{self.uid}",
@@ -58,7 +58,7 @@ class Ctx:
         params.update(over)
         return release(params=params, return_state=True)
 
-    def refresh(self, **over) -> object:  # noqa: ANN003
+    def refresh(self, **over) -> object:
         target = {
             "limit": "xwiki",
             "extra_vars": {
@@ -71,14 +71,14 @@ class Ctx:
         target.update(over)
         return refresh_servers(target=target, return_state=True)
 
-    def bake(self, **over) -> object:  # noqa: ANN003
+    def bake(self, **over) -> object:
         from flows.bake import bake_image
 
         spec = {"host": "xwiki", "os": "ubuntu-18.04", "mode": "build", "environment": f"rel-{self.uid}"}
         spec.update(over)
         return bake_image(spec=spec, return_state=True)
 
-    def apply(self, **over) -> object:  # noqa: ANN003
+    def apply(self, **over) -> object:
         from flows.apply import apply_stack
 
         request = {"stack": "scalac/internal-prod/xwiki", "variables": {"name": f"rel-{self.uid}"}}
@@ -122,7 +122,7 @@ def _dotdot_version(ctx: Ctx) -> object:
     return ctx.release()
 
 
-def _deploy(ctx: Ctx, reference: str, **over) -> object:  # noqa: ANN003
+def _deploy(ctx: Ctx, reference: str, **over) -> object:
     params = {
         "app_name": f"rel-{ctx.uid}",
         "image_reference": reference,
@@ -405,7 +405,7 @@ CASES: dict[str, tuple[str, Callable[[Ctx], object], str]] = {
 KNOWN_GAPS: dict[str, str] = {}
 
 
-def _marked(uid: str, docker_client, ec2, s3, bucket: str) -> dict[str, list[str]]:  # noqa: ANN001
+def _marked(uid: str, docker_client, ec2, s3, bucket: str) -> dict[str, list[str]]:
     """Everything that carries the case's marker, or a tool process started below this process."""
     found: dict[str, list[str]] = {
         # the list calls only (no inspect of each): the other xdist worker removes its own meanwhile
@@ -432,13 +432,13 @@ def _marked(uid: str, docker_client, ec2, s3, bucket: str) -> dict[str, list[str
 
 
 @pytest.fixture(scope="module")
-def aws(sandbox_env):  # noqa: ANN001, ANN201
+def aws(sandbox_env):
     kw = {"endpoint_url": sandbox_env["AWS_ENDPOINT_URL"], "region_name": "eu-central-1"}
     return boto3.client("ec2", **kw), boto3.client("s3", **kw), sandbox_env["DEVOPS_TF_STATE_BUCKET"]
 
 
 @pytest.fixture
-def ctx(workdir: Path, blocks, sandbox_env) -> Ctx:  # noqa: ANN001
+def ctx(workdir: Path, blocks, sandbox_env) -> Ctx:
     uid = uuid.uuid4().hex[:10]
     app = workdir / "hire-help"
     shutil.copytree(APP_SRC, app)
@@ -447,7 +447,7 @@ def ctx(workdir: Path, blocks, sandbox_env) -> Ctx:  # noqa: ANN001
     return Ctx(uid=uid, app=app, backend_block=backend, workdir=workdir)
 
 
-def _rejected(state) -> BaseException:  # noqa: ANN001
+def _rejected(state) -> BaseException:
     assert state.is_failed(), f"accepted: {state}"
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, BaseException), exc
@@ -455,7 +455,7 @@ def _rejected(state) -> BaseException:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_bad_input_is_rejected_before_any_side_effect(case: str, ctx: Ctx, docker_client, aws) -> None:  # noqa: ANN001
+def test_bad_input_is_rejected_before_any_side_effect(case: str, ctx: Ctx, docker_client, aws) -> None:
     if case in KNOWN_GAPS:
         pytest.xfail(KNOWN_GAPS[case])
     _flow, call, valid = CASES[case]
@@ -472,7 +472,7 @@ def test_bad_input_is_rejected_before_any_side_effect(case: str, ctx: Ctx, docke
     assert _marked(ctx.uid, docker_client, ec2, s3, bucket) == {}
 
 
-def test_zip_with_parent_entries_is_rejected_before_anything_is_written(ctx: Ctx, builder_image) -> None:  # noqa: ANN001
+def test_zip_with_parent_entries_is_rejected_before_anything_is_written(ctx: Ctx, builder_image) -> None:
     """The build produces a zip with `../` entries: unpack-package refuses it and writes no file at all."""
     evil = ctx.app / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
@@ -515,7 +515,7 @@ def test_var_file_error_is_rejected_naming_the_file(label: str, text: str, tmp_p
         packer.merge_layers(files, {"mode": "build"})
 
 
-def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws, docker_client) -> None:  # noqa: ANN001
+def test_rollout_validates_the_stack_before_baking(ctx: Ctx, aws, docker_client) -> None:
     """ami-rollout with an unknown stack or variable must fail before Packer starts (no AMI)."""
     from flows.rollout import ami_rollout
 

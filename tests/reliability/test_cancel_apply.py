@@ -21,7 +21,7 @@ MOTO_AMI = "ami-12c6146b"  # one of moto's bundled images
 
 def test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succeeds(
     blocks,
-    sandbox_env,  # noqa: ANN001
+    sandbox_env,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
@@ -45,7 +45,7 @@ def test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succee
     parameters = {"request": {"stack": STACK, "variables": variables}, "backend_block": backend_block}
     with served_run("apply-for-tests", mode="apply", parameters=parameters) as run:
 
-        def applying():  # noqa: ANN202
+        def applying():
             live = [
                 p
                 for p in tf.live_terraform_processes(STACK)
@@ -57,7 +57,7 @@ def test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succee
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Cancelling(), force=True)
 
-            def cancelled():  # noqa: ANN202
+            def cancelled():
                 state = client.read_flow_run(run.id).state
                 return state if state and state.type == StateType.CANCELLED else None
 

@@ -47,7 +47,7 @@ def comparable(attrs: dict) -> dict:
     }
 
 
-def test_replace_keeps_named_and_anonymous_volumes(app: App, docker_client) -> None:  # noqa: ANN001
+def test_replace_keeps_named_and_anonymous_volumes(app: App, docker_client) -> None:
     before = docker_client.containers.get(app.name)
     state = deploy_app(params=params(app, app.v2), return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
@@ -62,7 +62,7 @@ def test_replace_keeps_named_and_anonymous_volumes(app: App, docker_client) -> N
     assert pinned.id == before.attrs["Image"]
 
 
-def test_restore_brings_back_the_full_configuration(app: App, docker_client) -> None:  # noqa: ANN001
+def test_restore_brings_back_the_full_configuration(app: App, docker_client) -> None:
     before = docker_client.containers.get(app.name)
     state = deploy_app(params=params(app, app.v2, health_path="/no-such-page", timeout=5), return_state=True)
     exc = state.result(raise_on_failure=False)
@@ -77,7 +77,7 @@ def test_restore_brings_back_the_full_configuration(app: App, docker_client) -> 
 class Receiver(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         Receiver.received.append(json.loads(body or b"{}"))
         self.send_response(200)
@@ -87,7 +87,7 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_failed_restore_is_app_down_and_notifies(app: App, docker_client) -> None:  # noqa: ANN001
+def test_a_failed_restore_is_app_down_and_notifies(app: App, docker_client) -> None:
     """The set-aside container is removed (a real `docker rm`) while the new one fails its health check:
     nothing can be restored, the run fails with AppDown and the webhook gets 'is DOWN'."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
@@ -120,14 +120,14 @@ def test_a_failed_restore_is_app_down_and_notifies(app: App, docker_client) -> N
     assert docker_client.volumes.get(app.volume)  # the data was kept
 
 
-def test_deploy_killed_mid_replace_next_run_serves_with_the_data(app: App, docker_client, blocks) -> None:  # noqa: ANN001
+def test_deploy_killed_mid_replace_next_run_serves_with_the_data(app: App, docker_client, blocks) -> None:
     """deploy-app in its own process, SIGKILLed as soon as the old container has stopped (its `die`
     event); the next run serves v2 with both volumes' data."""
     old = docker_client.containers.get(app.name)
     code = f"from flows.release import deploy_app; deploy_app(params={params(app, app.v2)!r})"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     events = docker_client.events(decode=True, filters={"container": old.id, "event": "die"})
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, start_new_session=True)  # noqa: S603
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, start_new_session=True)
     killed = threading.Event()
 
     def kill_on_die() -> None:
@@ -156,7 +156,7 @@ def test_deploy_killed_mid_replace_next_run_serves_with_the_data(app: App, docke
     ] == [app.name]
 
 
-def test_a_replace_interrupted_after_the_rename_is_picked_up(app: App, docker_client) -> None:  # noqa: ANN001
+def test_a_replace_interrupted_after_the_rename_is_picked_up(app: App, docker_client) -> None:
     """The state a run killed between the rename and the new container leaves (made here by hand, the
     kill above lands at any point): only APP-devops-previous, stopped. The next run carries its data."""
     old = docker_client.containers.get(app.name)
@@ -169,7 +169,7 @@ def test_a_replace_interrupted_after_the_rename_is_picked_up(app: App, docker_cl
     assert engine.find_exact(docker_client, containers.previous_name(app.name)) == []
 
 
-def test_a_set_aside_container_left_after_the_new_one_started_is_discarded(app: App, docker_client) -> None:  # noqa: ANN001
+def test_a_set_aside_container_left_after_the_new_one_started_is_discarded(app: App, docker_client) -> None:
     """The state a run killed after starting its new container leaves: APP (new, up to date) and
     APP-devops-previous. The next run leaves APP running and removes the set-aside one, volumes kept."""
     state = deploy_app(params=params(app, app.v2), return_state=True)

@@ -35,7 +35,7 @@ START = "POST /containers/*/start"
 
 
 @contextmanager
-def start_held(app: App, docker_client, sandbox_env: dict[str, str]) -> Iterator[tuple[str, Callable]]:  # noqa: ANN001
+def start_held(app: App, docker_client, sandbox_env: dict[str, str]) -> Iterator[tuple[str, Callable]]:
     """A DockerHost block through the proxy, the new container's start held; yields the block's name and
     a wait for the held start (returns the never-started container). The start is dropped at the end."""
     with SlowDocker(sandbox_env["DOCKER_HOST"]) as proxy:
@@ -57,7 +57,7 @@ def start_held(app: App, docker_client, sandbox_env: dict[str, str]) -> Iterator
         yield block, held
 
 
-def interrupted_state(app: App, docker_client, new) -> str:  # noqa: ANN001
+def interrupted_state(app: App, docker_client, new) -> str:
     """What the stopped run left: the never-started new container and the stopped, set-aside previous one."""
     current = engine.find_exact(docker_client, app.name)
     aside = engine.find_exact(docker_client, containers.previous_name(app.name))
@@ -67,7 +67,7 @@ def interrupted_state(app: App, docker_client, new) -> str:  # noqa: ANN001
     return aside[0].id
 
 
-def next_run_serves(app: App, docker_client, served_id: str, served_image: str) -> None:  # noqa: ANN001
+def next_run_serves(app: App, docker_client, served_id: str, served_image: str) -> None:
     """The next deploy-app (normal engine block) serves v2 with the data, pin and containers as they must."""
     state = deploy_app(params=params(app, app.v2), return_state=True)
     assert state.is_completed(), state.result(raise_on_failure=False)
@@ -87,15 +87,15 @@ def next_run_serves(app: App, docker_client, served_id: str, served_image: str) 
 
 def test_deploy_sigkilled_between_create_and_start_next_run_serves_with_the_data(
     app: App,
-    docker_client,  # noqa: ANN001
-    blocks,  # noqa: ANN001
+    docker_client,
+    blocks,
     sandbox_env: dict[str, str],
 ) -> None:
     served = docker_client.containers.get(app.name)
     with start_held(app, docker_client, sandbox_env) as (block, held):
         run = params(app, app.v2, docker_host_block=block)
         code = f"from flows.release import deploy_app; deploy_app(params={run!r})"
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             [sys.executable, "-c", code],
             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
             cwd=REPO_ROOT,
@@ -115,8 +115,8 @@ def test_deploy_sigkilled_between_create_and_start_next_run_serves_with_the_data
 
 def test_deploy_cancelled_between_create_and_start_next_run_serves_with_the_data(
     app: App,
-    docker_client,  # noqa: ANN001
-    blocks,  # noqa: ANN001
+    docker_client,
+    blocks,
     sandbox_env: dict[str, str],
 ) -> None:
     from prefect.client.orchestration import get_client
@@ -150,7 +150,7 @@ def test_deploy_cancelled_between_create_and_start_next_run_serves_with_the_data
 
 def test_set_aside_removes_a_never_started_container_and_brings_back_the_one_that_served(
     app: App,
-    docker_client,  # noqa: ANN001
+    docker_client,
 ) -> None:
     """tools.containers.set_aside on the state a run stopped before its start leaves (made by hand)."""
     served = docker_client.containers.get(app.name)

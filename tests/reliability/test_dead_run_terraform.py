@@ -71,7 +71,7 @@ def _plan_is_empty(ctx: kp.Setup, stack: str, variables: dict[str, str]) -> bool
     return not plan_now(stack, variables, ctx.backend_block, ctx.aws_block).has_changes
 
 
-def test_the_next_run_waits_for_a_dead_runs_terraform_and_never_applies_beside_it(  # noqa: PLR0915
+def test_the_next_run_waits_for_a_dead_runs_terraform_and_never_applies_beside_it(
     blocks: list[str], sandbox_env: dict[str, str], workdir: Path
 ) -> None:
     from tasks.terraform import destroy_now

@@ -42,24 +42,24 @@ SUFFIX = "20261205120000000000000001"  # Terraform's unique suffix: 18 digits of
 
 
 @pytest.fixture
-def backend(blocks, sandbox_env):  # noqa: ANN001, ANN201
+def backend(blocks, sandbox_env):
     uid = uuid.uuid4().hex[:10]
     name = f"rel-dead-{uid}"
     save_backend(sandbox_env, name, f"rel/{uid}/", lock_timeout_seconds=2)
     return name, f"rel/{uid}/", uid
 
 
-def _client(sandbox_env, service: str):  # noqa: ANN001, ANN202
+def _client(sandbox_env, service: str):
     return boto3.client(service, endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="eu-central-1")
 
 
 def _dead_pid() -> int:
-    child = subprocess.Popen(["true"])  # noqa: S607
+    child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
 
 
-def _plant_lock(s3, bucket: str, key: str, identity, pid: int, run_id: str) -> bytes:  # noqa: ANN001
+def _plant_lock(s3, bucket: str, key: str, identity, pid: int, run_id: str) -> bytes:
     """A lock as Terraform writes it and the holder record as our task writes it, a moment earlier."""
     started = datetime.now(UTC) - timedelta(seconds=1)
     record = tf.HolderRecord(
@@ -80,7 +80,7 @@ def _plant_lock(s3, bucket: str, key: str, identity, pid: int, run_id: str) -> b
     return body
 
 
-def _object(s3, bucket: str, key: str) -> bytes | None:  # noqa: ANN001
+def _object(s3, bucket: str, key: str) -> bytes | None:
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
     if not any(o["Key"] == key for o in listed):
         return None
@@ -96,7 +96,7 @@ def _workspace(owner: ProcessRef, age_seconds: float) -> Path:
     return root
 
 
-def test_a_lock_of_a_dead_holder_here_is_released_and_dead_workspaces_swept(backend, sandbox_env):  # noqa: ANN001
+def test_a_lock_of_a_dead_holder_here_is_released_and_dead_workspaces_swept(backend, sandbox_env):
     from flows.apply import apply_stack
     from tasks.terraform import destroy_now
 
@@ -130,11 +130,11 @@ def test_a_lock_of_a_dead_holder_here_is_released_and_dead_workspaces_swept(back
         assert young_dead.exists() and old_live.exists() and elsewhere.exists()  # maybe in use: kept
     finally:
         for root in (old_dead, young_dead, old_live, elsewhere):
-            subprocess.run(["rm", "-rf", str(root)], check=False)  # noqa: S603, S607
+            subprocess.run(["rm", "-rf", str(root)], check=False)
         destroy_now(SMOKE, variables, block)
 
 
-def test_a_lock_of_another_identity_is_never_released(backend, sandbox_env):  # noqa: ANN001
+def test_a_lock_of_another_identity_is_never_released(backend, sandbox_env):
     from flows.apply import apply_stack
 
     block, prefix, uid = backend
@@ -162,7 +162,7 @@ def test_a_lock_of_another_identity_is_never_released(backend, sandbox_env):  # 
         s3.delete_object(Bucket=bucket, Key=tf.holder_key(key))
 
 
-def test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges(backend, sandbox_env):  # noqa: ANN001
+def test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges(backend, sandbox_env):
     from flows.apply import apply_stack
     from tasks.terraform import destroy_now
 

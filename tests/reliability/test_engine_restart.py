@@ -29,7 +29,7 @@ def engine_is_ours() -> bool:
 
 
 @pytest.mark.skipif(not engine_is_ours(), reason="the Docker engine is not the sandbox's own: not restarted")
-def test_engine_restart_between_runs(blocks, docker_client, sandbox_env, workdir: Path) -> None:  # noqa: ANN001
+def test_engine_restart_between_runs(blocks, docker_client, sandbox_env, workdir: Path) -> None:
     name, port = f"xwiki-restart-{uuid.uuid4().hex[:8]}", free_port()
     target = AnsibleTarget(
         limit="xwiki",

@@ -43,7 +43,7 @@ def app(workdir: Path) -> Path:
     return path
 
 
-def _backend(sandbox_env, uid: str) -> str:  # noqa: ANN001
+def _backend(sandbox_env, uid: str) -> str:
     name = f"rel-backend-{uid}"
     return save_backend(sandbox_env, name, f"rel/{uid}/")
 
@@ -54,7 +54,7 @@ def _aws_block(endpoint: str, uid: str) -> str:
     return save_aws(f"rel-aws-{uid}", endpoint, config={"retries": {"max_attempts": 2, "mode": "standard"}})
 
 
-def _state_objects(sandbox_env, uid: str) -> dict[str, dict]:  # noqa: ANN001
+def _state_objects(sandbox_env, uid: str) -> dict[str, dict]:
     s3 = boto3.client("s3", endpoint_url=sandbox_env["AWS_ENDPOINT_URL"], region_name="eu-central-1")
     out = {}
     for obj in s3.list_objects_v2(Bucket=sandbox_env["DEVOPS_TF_STATE_BUCKET"], Prefix=f"rel/{uid}/").get(
@@ -65,7 +65,7 @@ def _state_objects(sandbox_env, uid: str) -> dict[str, dict]:  # noqa: ANN001
     return out
 
 
-def _failure(state) -> BaseException:  # noqa: ANN001
+def _failure(state) -> BaseException:
     assert state.is_failed(), state
     exc = state.result(raise_on_failure=False)
     assert isinstance(exc, BaseException), exc
@@ -96,7 +96,7 @@ def _gone(pids: list[int], seconds: float = 120) -> None:
 
 
 # --- release: the builder -------------------------------------------------------------------------
-def test_builder_container_killed_mid_build_fails_clearly(app, builder_image, docker_client, blocks) -> None:  # noqa: ANN001
+def test_builder_container_killed_mid_build_fails_clearly(app, builder_image, docker_client, blocks) -> None:
     marker = uuid.uuid4().hex
     states: list = []
     params = {
@@ -121,7 +121,7 @@ def test_builder_container_killed_mid_build_fails_clearly(app, builder_image, do
     assert not (app / "target" / "universal").exists()  # nothing half-built is taken for a package
 
 
-def test_disk_full_in_the_build_is_a_clear_error(app, builder_image, docker_client) -> None:  # noqa: ANN001
+def test_disk_full_in_the_build_is_a_clear_error(app, builder_image, docker_client) -> None:
     """The builder's output directory is a 1 MiB tmpfs; the build writes 4 MiB into it."""
     marker = uuid.uuid4().hex
     spec = sbt.BuildSpec(
@@ -146,7 +146,7 @@ def test_disk_full_in_the_build_is_a_clear_error(app, builder_image, docker_clie
 
 # --- AWS: moto going away -------------------------------------------------------------------------
 @pytest.fixture
-def private_moto():  # noqa: ANN201
+def private_moto():
     moto = PrivateMoto().start()
     yield moto
     moto.stop()
@@ -154,7 +154,7 @@ def private_moto():  # noqa: ANN201
 
 def test_moto_stopped_mid_bake_fails_the_bake_and_nothing_is_applied(
     private_moto, blocks, sandbox_env
-) -> None:  # noqa: ANN001
+) -> None:
     from flows.rollout import RolloutRequest, ami_rollout
 
     uid = uuid.uuid4().hex[:10]
@@ -191,7 +191,7 @@ def test_moto_stopped_mid_bake_fails_the_bake_and_nothing_is_applied(
 
 def test_moto_unreachable_at_apply_keeps_state_and_releases_the_lock(
     private_moto, blocks, sandbox_env
-) -> None:  # noqa: ANN001
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
 
@@ -226,7 +226,7 @@ def test_moto_unreachable_at_apply_keeps_state_and_releases_the_lock(
     )
     thread.start()
 
-    def paused():  # noqa: ANN202
+    def paused():
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
         from prefect.client.schemas.objects import StateType
 
@@ -261,7 +261,7 @@ ROLLOUT_SCRIPT = textwrap.dedent("""
 
 
 def _start_rollout(request, backend: str, aws_block: str, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(
         [sys.executable, "-c", ROLLOUT_SCRIPT, request.model_dump_json(), backend, aws_block],
         cwd=REPO_ROOT,
         env=dict(os.environ),
@@ -273,7 +273,7 @@ def _start_rollout(request, backend: str, aws_block: str, log: Path) -> subproce
 
 def test_rollout_cancelled_mid_bake_then_killed_mid_apply_then_converges(
     blocks, sandbox_env, workdir
-) -> None:  # noqa: ANN001
+) -> None:
     """SIGTERM (what Prefect's runner sends on cancel) during `packer build`: no packer left behind.
     SIGKILL of the flow process during `terraform apply`: the next run completes and converges."""
     from flows.rollout import RolloutRequest, ami_rollout

@@ -36,13 +36,13 @@ class _Hooks(BaseHTTPRequestHandler):
 
     received: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         _Hooks.received.append(json.loads(body or b"{}").get("text", ""))
         self.send_response(200)
         self.end_headers()
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.send_response(500)
         self.end_headers()
 
@@ -83,7 +83,7 @@ def _terminated(ctx: kp.Setup, instance_ids: list[str]) -> set[str]:
     }
 
 
-def _run(deployment: str, ctx: kp.Setup, request: Any) -> Any:  # noqa: ANN401
+def _run(deployment: str, ctx: kp.Setup, request: Any) -> Any:
     from prefect.deployments import run_deployment
 
     return run_deployment(
@@ -97,7 +97,7 @@ def _run(deployment: str, ctx: kp.Setup, request: Any) -> Any:  # noqa: ANN401
     )
 
 
-def _final_state(run_id: Any, seconds: float) -> Any:  # noqa: ANN401
+def _final_state(run_id: Any, seconds: float) -> Any:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -114,7 +114,7 @@ def _deregister(ctx: kp.Setup, environments: list[str]) -> None:
         ec2.deregister_image(ImageId=image["ImageId"])
 
 
-def test_refresh_cancelled_mid_batch_then_rerun_and_a_failed_gate_alerts(  # noqa: PLR0915 - one story
+def test_refresh_cancelled_mid_batch_then_rerun_and_a_failed_gate_alerts(
     blocks, sandbox_env, workdir: Path, hooks: str
 ) -> None:
     from blocks import NOTIFY_BLOCK, slack_webhook

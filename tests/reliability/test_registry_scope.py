@@ -111,7 +111,7 @@ def open_registry() -> Iterator[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _push_app(docker_client, sandbox_env, registry: str, auth: engine.RegistryAuth, tmp: Path) -> str:  # noqa: ANN001
+def _push_app(docker_client, sandbox_env, registry: str, auth: engine.RegistryAuth, tmp: Path) -> str:
     """A tiny httpd image pushed straight to `registry`; returns its repository path@digest (no host);
     the local copies are removed so that the deploy really pulls."""
     (tmp / "Dockerfile").write_text(
@@ -132,7 +132,7 @@ def _push_app(docker_client, sandbox_env, registry: str, auth: engine.RegistryAu
     return f"{path}@{digest}"
 
 
-def _deploy(name: str, reference: str, **over) -> object:  # noqa: ANN003
+def _deploy(name: str, reference: str, **over) -> object:
     params = {
         "app_name": name,
         "image_reference": reference,
@@ -145,7 +145,7 @@ def _deploy(name: str, reference: str, **over) -> object:  # noqa: ANN003
 
 
 @pytest.fixture
-def cleanup(docker_client) -> Iterator[list[str]]:  # noqa: ANN001
+def cleanup(docker_client) -> Iterator[list[str]]:
     names: list[str] = []
     yield names
     for name in names:
@@ -165,7 +165,7 @@ def test_the_first_registrys_password_never_reaches_a_second_registry(
     sandbox_env,
     blocks,
     tmp_path,
-    cleanup,  # noqa: ANN001
+    cleanup,
 ) -> None:
     other = engine.RegistryAuth(second_registry.address, second_registry.user, second_registry.password)
     path = _push_app(docker_client, sandbox_env, second_registry.address, other, tmp_path)
@@ -205,7 +205,7 @@ def test_an_image_of_an_open_registry_is_pulled_anonymously(
     sandbox_env,
     blocks,
     tmp_path,
-    cleanup,  # noqa: ANN001
+    cleanup,
 ) -> None:
     path = _push_app(
         docker_client,

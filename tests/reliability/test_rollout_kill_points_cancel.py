@@ -19,7 +19,7 @@ from tests.reliability import kill_points as kp
 pytestmark = pytest.mark.reliability
 
 
-def _cancel(run_id, seconds: float = 180) -> None:  # noqa: ANN001
+def _cancel(run_id, seconds: float = 180) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelling
@@ -36,7 +36,7 @@ def _cancel(run_id, seconds: float = 180) -> None:  # noqa: ANN001
         wait_for(cancelled, seconds, "the run to be cancelled", interval=0.5)
 
 
-def _not_final(run_id, log: Path) -> bool:  # noqa: ANN001
+def _not_final(run_id, log: Path) -> bool:
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
@@ -45,7 +45,7 @@ def _not_final(run_id, log: Path) -> bool:  # noqa: ANN001
     return True
 
 
-def test_rollout_cancelled_at_each_kill_point_then_converges(blocks, sandbox_env, workdir: Path) -> None:  # noqa: ANN001
+def test_rollout_cancelled_at_each_kill_point_then_converges(blocks, sandbox_env, workdir: Path) -> None:
     from prefect.deployments import run_deployment
 
     with kp.setup(sandbox_env, workdir) as ctx, kp.served(ctx, workdir / "served.log") as deployment:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.reliability
 POINTS = ("launch-template-version", "state-write")
 
 
-def test_rollout_sigkilled_at_each_kill_point_then_converges(blocks, sandbox_env, workdir: Path) -> None:  # noqa: ANN001
+def test_rollout_sigkilled_at_each_kill_point_then_converges(blocks, sandbox_env, workdir: Path) -> None:
     with kp.setup(sandbox_env, workdir) as ctx:
         kp.next_runs_converge(ctx, ctx.request("t3.nano"), "set-up")  # the stack exists, the AMI is baked
         for point in POINTS:

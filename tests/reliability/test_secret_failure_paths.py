@@ -58,7 +58,7 @@ def _forms(token: str) -> list[str]:
     ]
 
 
-def test_no_secret_leaks_on_the_failure_paths(blocks, builder_image, sandbox_env, tmp_path: Path) -> None:  # noqa: ANN001
+def test_no_secret_leaks_on_the_failure_paths(blocks, builder_image, sandbox_env, tmp_path: Path) -> None:
     uid = uuid.uuid4().hex[:8]
     reg_pw, reg_tok = _secret("registry")
     wrong_pw, wrong_tok = _secret("wrong")

@@ -138,7 +138,7 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
     builder_image,
     docker_client,
     sandbox_env,
-    workdir: Path,  # noqa: ANN001
+    workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     started = time.time() - 1

@@ -80,7 +80,7 @@ def test_the_inventory_is_parsed_only_by_static_plugins(project: Path) -> None:
     assert inventory_hosts(project / "inventory.ini", "db1,web1") == ["db1", "web1"]
 
 
-def test_extra_roots_come_from_the_environment(project: Path, tmp_path_factory, monkeypatch) -> None:  # noqa: ANN001
+def test_extra_roots_come_from_the_environment(project: Path, tmp_path_factory, monkeypatch) -> None:
     other = tmp_path_factory.mktemp("other-root")
     (other / "inv.ini").write_text("h1\n")
     monkeypatch.setenv("DEVOPS_ANSIBLE_ROOTS", "")
@@ -160,7 +160,7 @@ def test_no_log_is_a_literal_in_every_role() -> None:
                 assert line.split(":", 1)[1].strip() == "true", f"{path}: {line.strip()}"
 
 
-def _event(counter: int, kind: str, stdout: str = "", **data) -> dict:  # noqa: ANN003
+def _event(counter: int, kind: str, stdout: str = "", **data) -> dict:
     return {"counter": counter, "event": kind, "stdout": stdout, "event_data": data}
 
 

@@ -14,7 +14,7 @@ def _raised_from(cause: BaseException, outer: Exception) -> BaseException:
     try:
         try:
             raise cause
-        except BaseException as exc:  # noqa: BLE001 - the chain is the test
+        except BaseException as exc:
             raise outer from exc
     except Exception as caught:  # noqa: BLE001
         return caught

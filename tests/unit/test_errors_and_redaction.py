@@ -121,7 +121,7 @@ def test_each_line_of_a_multiline_secret_is_masked() -> None:
         pytest.param(lambda s: json.dumps(s, ensure_ascii=False)[1:-1], id="json-escaped-unicode"),
     ],
 )
-def test_every_encoded_form_is_masked(encode) -> None:  # noqa: ANN001
+def test_every_encoded_form_is_masked(encode) -> None:
     secret = _secret("form")
     register_secret(secret)
     text = f"before {encode(secret)} after"

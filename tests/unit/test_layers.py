@@ -86,7 +86,7 @@ def test_importing_tasks_leaves_the_engine_alone_and_importing_flows_fixes_it() 
         "import flows\n"
         "print(getattr(e._send_heartbeats, 'devops_flows_unjoined', False), flows.HEARTBEAT_JOIN_PATCHED)\n"
     )
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.split() == ["False", "True", "True"], out.stdout + out.stderr

@@ -10,7 +10,7 @@ from moto import mock_aws
 from devenv import moto_server as sandbox_moto
 
 
-def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -> None:  # noqa: ANN001
+def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -> None:
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(key, value)
     sandbox_moto._patch()

@@ -37,7 +37,7 @@ def _select(base: Path, rules: str) -> None:
     (base / "stacks.toml").write_text(f'[stacks."s/one"]\n{rules}\n')
 
 
-def test_findings_become_rows_and_a_rule_without_findings_passes(trees) -> None:  # noqa: ANN001
+def test_findings_become_rows_and_a_rule_without_findings_passes(trees) -> None:
     base, stacks = trees
     _rule(base, "two-findings", 'def check(plan, options):\n    return [("warn", "w"), ("pass", "p")]\n')
     _rule(base, "one-tuple", "def check(plan, options):\n    return ('deny', options['say'])\n")
@@ -69,7 +69,7 @@ def test_findings_become_rows_and_a_rule_without_findings_passes(trees) -> None:
         ("def check(plan, options):\n    return [('warn', 3)]\n", "not a (level, message) pair"),
     ],
 )
-def test_a_rule_that_raises_or_returns_something_malformed_denies(trees, body: str, expected: str) -> None:  # noqa: ANN001
+def test_a_rule_that_raises_or_returns_something_malformed_denies(trees, body: str, expected: str) -> None:
     base, stacks = trees
     _rule(base, "broken", body)
     _select(base, "broken = {}")
@@ -92,7 +92,7 @@ def test_a_rule_that_raises_or_returns_something_malformed_denies(trees, body: s
         ('[stacks."s/one"]\npicky = { size = "big" }', "bad options: size must be a number"),
     ],
 )
-def test_a_malformed_selection_is_invalid_input(trees, toml: str, expected: str) -> None:  # noqa: ANN001
+def test_a_malformed_selection_is_invalid_input(trees, toml: str, expected: str) -> None:
     base, stacks = trees
     _rule(base, "ok", "def check(plan, options):\n    return []\n")
     _rule(base, "no-check", "CHECK = 1\n")
@@ -108,7 +108,7 @@ def test_a_malformed_selection_is_invalid_input(trees, toml: str, expected: str)
         policy.selection("s/one", base, stacks)
 
 
-def test_no_stacks_file_means_no_policies(trees) -> None:  # noqa: ANN001
+def test_no_stacks_file_means_no_policies(trees) -> None:
     base, stacks = trees
     assert not policy.has_policies("s/one", base, stacks)
 
@@ -116,5 +116,5 @@ def test_no_stacks_file_means_no_policies(trees) -> None:  # noqa: ANN001
 def test_policy_denied_is_a_permanent_terraform_error_that_survives_pickling() -> None:
     err = PolicyDenied("denied: r: m", denials=[("r", "m")], hint="fix it")
     assert isinstance(err, TerraformError) and not is_transient(err)
-    again = pickle.loads(pickle.dumps(err))  # noqa: S301 - our own object
+    again = pickle.loads(pickle.dumps(err))
     assert type(again) is PolicyDenied and again.denials == [("r", "m")] and "hint: fix it" in str(again)

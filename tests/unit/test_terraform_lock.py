@@ -23,7 +23,7 @@ def record(identity: HostIdentity = HERE, pid: int = 4242, started: datetime = S
     )
 
 
-def decide(lock=LOCK, rec=None, *, here=HERE, alive=False, writers=()):  # noqa: ANN001, ANN202
+def decide(lock=LOCK, rec=None, *, here=HERE, alive=False, writers=()):
     return tf.stale_lock_reason(
         lock,
         rec,
@@ -78,7 +78,7 @@ def test_this_host_and_pid_liveness_on_the_real_proc():
     assert me.boot_id and me.pid_namespace and me.same_process_table(this_host())
     assert pid_alive(os.getpid(), process_start(os.getpid()))
     assert not pid_alive(os.getpid(), (process_start(os.getpid()) or 0) + 1)  # a reused pid is another
-    child = subprocess.Popen(["true"])  # noqa: S607
+    child = subprocess.Popen(["true"])
     child.wait()
     assert not pid_alive(child.pid)
 

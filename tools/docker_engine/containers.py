@@ -21,6 +21,8 @@ from tools.errors import TAIL_LINES, ProcessTimeout
 from tools.process import default_logger
 from tools.redact import redact, register_secret
 
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - docker's default host ip of a published port, compared, never bound
+
 Logger = logging.Logger | logging.LoggerAdapter
 
 
@@ -87,7 +89,7 @@ def _follow(container, sink: queue.Queue) -> None:  # noqa: ANN001
                 sink.put(line.decode("utf-8", errors="replace").rstrip("\r"))
         if buf:
             sink.put(buf.decode("utf-8", errors="replace"))
-    except Exception:  # noqa: BLE001 - the container went away; the main loop notices
+    except Exception:  # noqa: BLE001, S110 - the container went away; the main loop notices
         pass
     finally:
         sink.put(None)
@@ -203,7 +205,9 @@ def snapshot(container) -> ContainerSnapshot:  # noqa: ANN001
     ports: dict[str, list[tuple[str, int]]] = {}
     for key, bindings in (host.get("PortBindings") or {}).items():
         ports[key] = [
-            (b.get("HostIp") or "0.0.0.0", int(b["HostPort"])) for b in bindings or [] if b.get("HostPort")
+            (b.get("HostIp") or ALL_INTERFACES, int(b["HostPort"]))
+            for b in bindings or []
+            if b.get("HostPort")
         ]
     policy = host.get("RestartPolicy") or None
     return ContainerSnapshot(
@@ -245,7 +249,7 @@ def difference(client: docker.DockerClient, container, spec: ContainerRun, image
         keys = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
         return f"its environment differs in {keys}"
     wanted_ports = {
-        key: sorted((ip or "0.0.0.0", int(port)) for ip, port in (v if isinstance(v, list) else [v]))
+        key: sorted((ip or ALL_INTERFACES, int(port)) for ip, port in (v if isinstance(v, list) else [v]))
         for key, v in spec.ports.items()
     }
     if {k: sorted(v) for k, v in snapshot(container).ports.items() if v} != wanted_ports:
