@@ -49,7 +49,7 @@ from tasks import stacks as tf
 from tasks.approval import SUSPENDING_RUN, ApprovalInput, PendingPlan, suspending_here
 from tasks.logs import default_logger
 from tasks.notify import notify
-from tasks.policy import policy_gate, validate_policies
+from tasks.policy import PolicyReport, policy_gate, validate_policies
 from tasks.preflight import validate_stack
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import (
@@ -119,18 +119,10 @@ def apply(
     request: StackRequest, backend_block: str = TF_BACKEND_BLOCK, aws_block: str = AWS_BLOCK
 ) -> ApplyOutcome:
     """The apply steps, shared by apply-stack and ami-rollout."""
-    stack = tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix()
-    tf.check_variables(tf.resolve_stack(stack), request.variables)
-    validate_policies(stack)  # infra/policies: InvalidInput before any process
+    stack = _checked(request)
     validate_stack(stack)  # pre-flight: terraform validate, before any plan
     log = default_logger()
     limit = ensure_stack_limit(stack)
-    for variable, target in request.restore_on_rollback.items():
-        if variable not in tf.declared_variables(tf.resolve_stack(stack)) or "." not in target:
-            raise InvalidInput(
-                f"restore_on_rollback {variable!r} -> {target!r}: needs a declared variable and a "
-                "`resource_address.attribute`"
-            )
     with concurrency(
         limit,
         occupy=1,
@@ -193,18 +185,8 @@ def apply(
                 stack=stack, plan=summary, applied=False, reason="awaiting approval", pending=pending
             )
         if approval is Approval.required:
-            try:
-                answer = pause_flow_run(
-                    wait_for_input=ApprovalInput.with_initial_data(
-                        description=summary.markdown()
-                        + (f"\n\n{policies.markdown()}" if policies else "")
-                        + "\n\nApprove to apply exactly this plan."
-                    ),
-                    timeout=request.approval_timeout_seconds,
-                )
-            except FlowPauseTimeout:
-                discard_plan(summary)
-                log.warning("no approval within %ss: nothing applied", request.approval_timeout_seconds)
+            answer = _pause_here(summary, policies, request.approval_timeout_seconds)
+            if answer is None:
                 return ApplyOutcome(stack=stack, plan=summary, applied=False, reason="approval timed out")
             approvals.record_decision(stack, answer)
             if not answer.approved:
@@ -222,6 +204,40 @@ def apply(
         result=result,
         approved_by=answer.approver if approval is Approval.required else None,
     )
+
+
+def _checked(request: StackRequest) -> str:
+    """The stack's path under infra/terraform, once every input is checked (InvalidInput before any
+    process): the stack, its variables, its policies and the rollback targets."""
+    stack = tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix()
+    tf.check_variables(tf.resolve_stack(stack), request.variables)
+    validate_policies(stack)  # infra/policies
+    for variable, target in request.restore_on_rollback.items():
+        if variable not in tf.declared_variables(tf.resolve_stack(stack)) or "." not in target:
+            raise InvalidInput(
+                f"restore_on_rollback {variable!r} -> {target!r}: needs a declared variable and a "
+                "`resource_address.attribute`"
+            )
+    return stack
+
+
+def _pause_here(
+    summary: PlanSummary, policies: PolicyReport | None, timeout_seconds: int
+) -> ApprovalInput | None:
+    """Pause this run (its process waits) for the answer; None when none came in time (plan discarded)."""
+    try:
+        return pause_flow_run(
+            wait_for_input=ApprovalInput.with_initial_data(
+                description=summary.markdown()
+                + (f"\n\n{policies.markdown()}" if policies else "")
+                + "\n\nApprove to apply exactly this plan."
+            ),
+            timeout=timeout_seconds,
+        )
+    except FlowPauseTimeout:
+        discard_plan(summary)
+        default_logger().warning("no approval within %ss: nothing applied", timeout_seconds)
+        return None
 
 
 def _resume_pending(

@@ -167,6 +167,27 @@ def build_argv(spec: PlaybookSpec, pdd: Path, ident: str, playbook: Path, invent
     return argv
 
 
+def _private_data_dir(
+    pdd: Path, spec: PlaybookSpec, vault_password: str | None, project_dir: Path
+) -> dict[str, str]:
+    """Fill ansible-runner's private data dir (0700: the vault password file 0600, the extra vars);
+    returns the run's environment."""
+    os.chmod(pdd, 0o700)
+    env = base_env(project_dir)
+    env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
+    env["DEVOPS_ANSIBLE_RUN"] = str(pdd)  # marks every descendant for the leftover sweep
+    if vault_password:
+        vault_file = pdd / "vault-password"
+        fd = os.open(vault_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(vault_password + "\n")
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_file)
+    if spec.extra_vars:
+        (pdd / "env").mkdir(mode=0o700)
+        (pdd / "env" / "extravars").write_text(json.dumps(spec.extra_vars))
+    return env
+
+
 def run_playbook(
     spec: PlaybookSpec,
     *,
@@ -189,19 +210,7 @@ def run_playbook(
     ident = uuid.uuid4().hex[:12]
     events: list[dict[str, Any]] = []
     try:
-        os.chmod(pdd, 0o700)
-        env = base_env(project_dir)
-        env["ANSIBLE_LOCAL_TEMP"] = str(pdd / "tmp")
-        env["DEVOPS_ANSIBLE_RUN"] = str(pdd)  # marks every descendant for the leftover sweep
-        if vault_password:
-            vault_file = pdd / "vault-password"
-            fd = os.open(vault_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(vault_password + "\n")
-            env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(vault_file)
-        if spec.extra_vars:
-            (pdd / "env").mkdir(mode=0o700)
-            (pdd / "env" / "extravars").write_text(json.dumps(spec.extra_vars))
+        env = _private_data_dir(pdd, spec, vault_password, project_dir)
         lock = threading.Lock()
 
         def handle_line(stream: str, line: str) -> None:
