@@ -46,7 +46,7 @@ def terraform_stacks(root: Path = INFRA_DIR / "terraform") -> list[str]:
 
 def stack_limit_name(stack: str) -> str:
     try:
-        from tasks.terraform import stack_limit_name as name_for
+        from tasks.stack_slot import stack_limit_name as name_for
     except ImportError:  # the Terraform tasks define the canonical name; fall back to the same rule
         return "tf-stack-" + stack.strip("/").replace("/", "-")
     return name_for(stack)

@@ -37,7 +37,6 @@ from enum import StrEnum
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from pydantic import BaseModel, Field
@@ -51,14 +50,13 @@ from tasks.logs import default_logger
 from tasks.notify import notify
 from tasks.policy import PolicyReport, policy_gate, validate_policies
 from tasks.preflight import validate_stack
+from tasks.stack_slot import ensure_stack_limit, stack_slots
 from tasks.task_runner import StoppingThreadPoolTaskRunner
 from tasks.terraform import (
-    STACK_LEASE_SECONDS,
     ApplyResult,
     PlanSummary,
     apply_plan,
     discard_plan,
-    ensure_stack_limit,
     plan_stack,
     stack_outputs,
 )
@@ -123,13 +121,7 @@ def apply(
     validate_stack(stack)  # pre-flight: terraform validate, before any plan
     log = default_logger()
     limit = ensure_stack_limit(stack)
-    with concurrency(
-        limit,
-        occupy=1,
-        strict=True,
-        lease_duration=STACK_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,  # Terraform's own lock still guards the state
-    ):
+    with stack_slots(limit):
         sweep_dead_workspaces()
         wait_for_terraform(stack, backend_block, aws_block)
         release_stale_lock(stack, backend_block, aws_block)

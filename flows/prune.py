@@ -10,19 +10,17 @@ deregisters, and deregisters each AMI inside its host's bake slot right after re
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Annotated
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.concurrency.sync import concurrency
 from pydantic import Field, StringConstraints
 
 import flows  # noqa: F401 - the engine fix (flows/engine.py), also when Prefect loads this file by path
 from blocks import AWS_BLOCK
 from tasks import stacks as tf
 from tasks.prune import DEFAULT_PAGE_SIZE, PruneReport, prune_project_images
-from tasks.terraform import STACK_LEASE_SECONDS, ensure_stack_limit
+from tasks.stack_slot import ensure_stack_limit, stack_slots
 
 HostTag = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
 StackPath = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")]
@@ -53,18 +51,7 @@ def prune_images(
 ) -> PruneReport:
     """Keep the `keep` newest project AMIs per host and every AMI in use; deregister the rest."""
     slots = [] if dry_run else _stack_slots(stacks)
-    held = (
-        concurrency(
-            slots,
-            occupy=1,
-            strict=True,
-            lease_duration=STACK_LEASE_SECONDS,
-            raise_on_lease_renewal_failure=False,
-        )
-        if slots
-        else nullcontext()
-    )
-    with held:
+    with stack_slots(slots):
         report = prune_project_images(keep, dry_run, hosts, aws_block, page_size)
     create_table_artifact(
         key="prune-images",

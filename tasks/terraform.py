@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
 from tasks import audit
+from tasks.stack_slot import ensure_stack_limit, stack_limit_name, stack_slots
 from tasks.task_runner import cancelling
 from tasks.terraform_adopt import adopt_orphans
 from tasks.terraform_context import runner_for as _runner
@@ -27,10 +28,6 @@ from tools import terraform as tf
 from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
 from tools.process import default_logger
 from tools.terraform import OutputValue, PlanSummary
-
-# Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
-# reclaimed by the server within ~75 s (60 s is the server's minimum lease).
-STACK_LEASE_SECONDS = 60
 
 __all__ = [
     "ApplyResult",
@@ -173,8 +170,6 @@ def restore_spec(
 def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None:
     """Plan and apply the stack with the previous values (the rollback). With hold_slot, inside the
     stack's strict concurrency slot (the caller does not hold it)."""
-    from prefect.concurrency.sync import concurrency
-
     log = default_logger()
     log.warning("rollback: re-applying %s with the previous values %s", spec.stack, spec.restored)
 
@@ -190,13 +185,7 @@ def restore_now(spec: RestoreSpec, hold_slot: bool = True) -> ApplyResult | None
 
     if not hold_slot:
         return _do()
-    with concurrency(
-        ensure_stack_limit.fn(spec.stack),
-        occupy=1,
-        strict=True,
-        lease_duration=STACK_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,
-    ):
+    with stack_slots(ensure_stack_limit.fn(spec.stack)):
         return _do()
 
 
@@ -333,26 +322,3 @@ def destroy_stack(
 ) -> None:
     """`terraform apply -destroy -auto-approve` (python-terraform's destroy adds the rejected `-force`)."""
     destroy_now(stack, variables, backend_block, aws_block)
-
-
-def stack_limit_name(stack: str) -> str:
-    return f"tf-stack-{tf.slug(stack)}"
-
-
-@task(name="ensure-stack-limit", cache_policy=NO_CACHE)
-def ensure_stack_limit(stack: str) -> str:
-    """Create the global concurrency limit `tf-stack-<slug>` (limit 1) if it does not exist yet."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    name = stack_limit_name(stack)
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass
-    return name

@@ -22,7 +22,8 @@ from blocks import AWS_BLOCK
 from flows.prune import prune_images
 from tasks.aws import clients
 from tasks.prune import prune_now
-from tasks.terraform import destroy_now, stack_limit_name
+from tasks.stack_slot import stack_limit_name
+from tasks.terraform import destroy_now
 from tools.settings import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
