@@ -535,16 +535,18 @@ def compare_release(services: Services, report: Report, reps: int, quick: bool) 
                 "params": {
                     "app_path": str(app),
                     "app_name": name,
-                    "image_repository": f"bench/{name}",
                     "environment": "dev",
-                    "builder_image": builder,
-                    "cache_volume": cache,
-                    "build_timeout_seconds": 300,
-                    "ports": [{"container_port": 10000, "host_port": port, "host_ip": "127.0.0.1"}],
-                    "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
+                    "build": {"builder_image": builder, "cache_volume": cache, "timeout_seconds": 300},
+                    "publish": {
+                        "image_repository": f"bench/{name}",
+                        "push_retries": 1,
+                        "retry_delay_seconds": 0.5,
+                    },
+                    "deploy": {
+                        "ports": [{"container_port": 10000, "host_port": port, "host_ip": "127.0.0.1"}],
+                        "health": {"url": f"http://127.0.0.1:{port}/health", "timeout_seconds": 90},
+                    },
                     "labels": {BENCH_LABEL: "1"},
-                    "push_retries": 1,
-                    "retry_delay_seconds": 0.5,
                 }
             }
             cold_runs.append(run_flow(services, "release", params))

@@ -28,19 +28,17 @@ from tasks.build_cache import hash_build_inputs, reuse_built_image, tagged_with_
 from tasks.containers import discard_previous, notify_app_down, restore_previous
 from tasks.preflight import check_dockerfile
 from tasks.release import (
-    DEFAULT_BASE_IMAGE,
-    DEFAULT_BUILD_COMMAND,
-    DEFAULT_BUILDER_IMAGE,
-    DEFAULT_CACHE_VOLUME,
+    BuildOptions,
     BuildParams,
     BuildResult,
+    DeployOptions,
     DeployParams,
     DeployResult,
     Environment,
-    HealthCheck,
     HealthResult,
     ImageRef,
     PortMapping,
+    PublishOptions,
     PublishParams,
     build_app_image,
     check_builder_secrets,
@@ -147,7 +145,8 @@ def deploy_app(params: DeployParams) -> DeployResult:
 
 
 class ReleaseParams(BaseModel):
-    """Everything one release needs: build, publish and deploy of one app to one environment."""
+    """Everything one release needs: the app, its environment and blocks, and one section per stage
+    (the stage models' own options: build-app's, publish-image's, deploy-app's)."""
 
     app_path: str = Field(
         title="App work-tree", description="Folder with build.sbt, build.sh and the Dockerfile."
@@ -161,37 +160,17 @@ class ReleaseParams(BaseModel):
         description="Default: <sbt name>-<environment>.",
         examples=["hire-help-dev"],
     )
-    image_repository: str | None = Field(
-        default=None, title="Image repository", description="Registry path (no host); default: the sbt name."
+    build: BuildOptions = Field(default_factory=BuildOptions, title="Build")
+    publish: PublishOptions = Field(default_factory=PublishOptions, title="Publish")
+    deploy: DeployOptions = Field(
+        default_factory=lambda: DeployOptions(ports=[PortMapping(container_port=10000, host_port=10000)]),
+        title="Deploy",
     )
-    extra_tags: list[str] = Field(default_factory=list, title="Extra tags")
-    builder_image: str = Field(default=DEFAULT_BUILDER_IMAGE, title="Builder image")
-    build_command: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_BUILD_COMMAND), title="Build command"
-    )
-    build_env: dict[str, str] = Field(default_factory=dict, title="Build environment")
-    build_timeout_seconds: int = Field(default=1800, title="Build timeout")
-    cache_volume: str = Field(default=DEFAULT_CACHE_VOLUME, title="Dependency cache volume")
-    base_image: str = Field(default=DEFAULT_BASE_IMAGE, title="Runtime base image")
-    ports: list[PortMapping] = Field(
-        default_factory=lambda: [PortMapping(container_port=10000, host_port=10000)], title="Published ports"
-    )
-    env: dict[str, str] = Field(
-        default_factory=dict, title="Runtime environment", description="Non-secret variables."
-    )
-    health: HealthCheck = Field(default_factory=HealthCheck, title="Health check")
     docker_host_block: str = Field(default=DOCKER_HOST_BLOCK, title="Docker host block")
     registry_block: str = Field(default=REGISTRY_BLOCK, title="Registry block")
     app_secrets_block: str | None = Field(default=APP_SECRETS_BLOCK, title="App secrets block")
-    push_retries: int = Field(default=3, title="Push retries")
-    retry_delay_seconds: float = Field(default=2.0, title="First retry delay")
     labels: dict[str, str] = Field(
         default_factory=dict, title="Labels", description="On builder and app containers."
-    )
-    force_redeploy: bool = Field(
-        default=False,
-        title="Replace even if up to date",
-        description="Replace the container even when it already runs this image with this configuration.",
     )
     force_build: bool = Field(
         default=False,
@@ -201,44 +180,33 @@ class ReleaseParams(BaseModel):
 
     def build_params(self) -> BuildParams:
         return BuildParams(
+            **self.build.model_dump(),
             app_path=self.app_path,
-            builder_image=self.builder_image,
-            build_command=self.build_command,
-            env=self.build_env,
             app_secrets_block=self.app_secrets_block,
             docker_host_block=self.docker_host_block,
-            timeout_seconds=self.build_timeout_seconds,
-            cache_volume=self.cache_volume,
             labels=self.labels,
         )
 
     def publish_params(self) -> PublishParams:
         return PublishParams(
+            **self.publish.model_dump(),
             app_path=self.app_path,
-            image_repository=self.image_repository,
             environment=self.environment,
-            extra_tags=self.extra_tags,
-            base_image=self.base_image,
             docker_host_block=self.docker_host_block,
             registry_block=self.registry_block,
-            push_retries=self.push_retries,
-            retry_delay_seconds=self.retry_delay_seconds,
         )
 
     def deploy_params(self, name: str, image: ImageRef | None = None) -> DeployParams:
         placeholder = "placeholder@sha256:" + "0" * 64
         return DeployParams(
+            **self.deploy.model_dump(),
             app_name=f"{name}-{self.environment}" if self.app_name is None else self.app_name,
             image_reference=image.reference if image else placeholder,
             environment=self.environment,
-            ports=self.ports,
-            env=self.env,
             app_secrets_block=self.app_secrets_block,
             docker_host_block=self.docker_host_block,
             registry_block=self.registry_block,
-            health=self.health,
             labels=self.labels,
-            force_redeploy=self.force_redeploy,
         )
 
     def check(self) -> None:

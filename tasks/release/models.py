@@ -50,12 +50,9 @@ def _check_workspace(path: str) -> Path:
     return workspace.resolve()
 
 
-class BuildParams(BaseModel):
-    """Parameters of build-app: sbt in a builder container, then the universal zip unpacked."""
+class BuildOptions(BaseModel):
+    """How the app is built: the builder, its command and limits (the release form's `build` section)."""
 
-    app_path: str = Field(
-        title="App work-tree", description="Folder with build.sbt and build.sh (the Jenkins WORKSPACE)."
-    )
     builder_image: str = Field(
         default=sbt.DEFAULT_BUILDER_IMAGE,
         title="Builder image",
@@ -71,16 +68,6 @@ class BuildParams(BaseModel):
         title="Build environment",
         description="Non-secret variables for the build (PROJECT_VERSION is added).",
     )
-    app_secrets_block: str | None = Field(
-        default=APP_SECRETS_BLOCK,
-        title="App secrets block",
-        description="AppSecrets block whose values the build sees; empty for none.",
-    )
-    docker_host_block: str = Field(
-        default=DOCKER_HOST_BLOCK,
-        title="Docker host block",
-        description="DockerHost block of the engine that runs the builder.",
-    )
     cache_volume: str = Field(
         default=sbt.DEFAULT_CACHE_VOLUME,
         title="Dependency cache volume",
@@ -94,6 +81,24 @@ class BuildParams(BaseModel):
     )
     timeout_seconds: int = Field(
         default=1800, title="Timeout", description="The build is stopped after this many seconds."
+    )
+
+
+class BuildParams(BuildOptions):
+    """Parameters of build-app: sbt in a builder container, then the universal zip unpacked."""
+
+    app_path: str = Field(
+        title="App work-tree", description="Folder with build.sbt and build.sh (the Jenkins WORKSPACE)."
+    )
+    app_secrets_block: str | None = Field(
+        default=APP_SECRETS_BLOCK,
+        title="App secrets block",
+        description="AppSecrets block whose values the build sees; empty for none.",
+    )
+    docker_host_block: str = Field(
+        default=DOCKER_HOST_BLOCK,
+        title="Docker host block",
+        description="DockerHost block of the engine that runs the builder.",
     )
     labels: dict[str, str] = Field(
         default_factory=dict, title="Container labels", description="Extra labels on the builder container."
@@ -118,32 +123,21 @@ class BuildParams(BaseModel):
         return workspace
 
 
-class PublishParams(BaseModel):
-    """Parameters of publish-image: `docker build` of the app image, then push with the registry block."""
+class PublishOptions(BaseModel):
+    """Where and how the image goes: repository, tags, base image, push retries (the release form's
+    `publish` section)."""
 
-    app_path: str = Field(
-        title="App work-tree", description="Folder with the app's Dockerfile, after build-app."
-    )
     image_repository: str | None = Field(
         default=None,
         title="Image repository",
         description="Path in the registry (no host), e.g. hire-help; default: the sbt name.",
         examples=["hire-help"],
     )
-    environment: Environment = Field(
-        default="dev", title="Environment", description="Also an image tag (the article's :dev)."
-    )
     extra_tags: list[str] = Field(
         default_factory=list, title="Extra tags", description="More tags, e.g. latest."
     )
     base_image: str = Field(
         default=DEFAULT_BASE_IMAGE, title="Base image", description="BASE_IMAGE build arg of the Dockerfile."
-    )
-    docker_host_block: str = Field(
-        default=DOCKER_HOST_BLOCK, title="Docker host block", description="Engine that builds and pushes."
-    )
-    registry_block: str = Field(
-        default=REGISTRY_BLOCK, title="Registry block", description="DockerRegistryCredentials block."
     )
     push_retries: int = Field(
         default=3,
@@ -152,6 +146,23 @@ class PublishParams(BaseModel):
     )
     retry_delay_seconds: float = Field(
         default=2.0, title="First retry delay", description="Doubles at each retry."
+    )
+
+
+class PublishParams(PublishOptions):
+    """Parameters of publish-image: `docker build` of the app image, then push with the registry block."""
+
+    app_path: str = Field(
+        title="App work-tree", description="Folder with the app's Dockerfile, after build-app."
+    )
+    environment: Environment = Field(
+        default="dev", title="Environment", description="Also an image tag (the article's :dev)."
+    )
+    docker_host_block: str = Field(
+        default=DOCKER_HOST_BLOCK, title="Docker host block", description="Engine that builds and pushes."
+    )
+    registry_block: str = Field(
+        default=REGISTRY_BLOCK, title="Registry block", description="DockerRegistryCredentials block."
     )
     inputs_tag: str | None = Field(
         default=None,
@@ -221,7 +232,26 @@ class HealthCheck(BaseModel):
             raise InvalidInput("health timeout_seconds must be >= 1 and interval_seconds > 0")
 
 
-class DeployParams(BaseModel):
+class DeployOptions(BaseModel):
+    """How the container runs: ports, environment, command, health check (the release form's `deploy`
+    section)."""
+
+    ports: list[PortMapping] = Field(default_factory=list, title="Published ports")
+    env: dict[str, str] = Field(
+        default_factory=dict, title="Environment", description="Non-secret runtime variables."
+    )
+    command: list[str] | None = Field(
+        default=None, title="Command", description="Override the image's command."
+    )
+    health: HealthCheck = Field(default_factory=HealthCheck, title="Health check")
+    force_redeploy: bool = Field(
+        default=False,
+        title="Replace even if up to date",
+        description="Replace the container even when it already runs this image with this configuration.",
+    )
+
+
+class DeployParams(DeployOptions):
     """Parameters of deploy-app: replace the container named app_name with the image pinned by digest."""
 
     app_name: str = Field(
@@ -234,13 +264,6 @@ class DeployParams(BaseModel):
     )
     environment: Environment = Field(
         default="dev", title="Environment", description="Set as PROJECT_ENV in the container."
-    )
-    ports: list[PortMapping] = Field(default_factory=list, title="Published ports")
-    env: dict[str, str] = Field(
-        default_factory=dict, title="Environment", description="Non-secret runtime variables."
-    )
-    command: list[str] | None = Field(
-        default=None, title="Command", description="Override the image's command."
     )
     app_secrets_block: str | None = Field(
         default=APP_SECRETS_BLOCK,
@@ -255,14 +278,8 @@ class DeployParams(BaseModel):
     registry_block: str | None = Field(
         default=REGISTRY_BLOCK, title="Registry block", description="Credentials for the pull."
     )
-    health: HealthCheck = Field(default_factory=HealthCheck, title="Health check")
     labels: dict[str, str] = Field(
         default_factory=dict, title="Labels", description="Extra container labels."
-    )
-    force_redeploy: bool = Field(
-        default=False,
-        title="Replace even if up to date",
-        description="Replace the container even when it already runs this image with this configuration.",
     )
     notify_block: str | None = Field(
         default=NOTIFY_BLOCK,

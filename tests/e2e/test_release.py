@@ -29,6 +29,7 @@ from flows.release import ReleaseParams, build_app, publish_image, release
 from tasks.release import BuildParams, HealthCheck, PortMapping, PublishParams
 from tests.audit_events import audit_events
 from tests.conftest import TEST_LABEL, free_port, read_flow_run_logs
+from tests.release_form import release_form
 from tools import docker_engine as engine
 from tools.errors import BuildFailed, DeployFailed, PushFailed, RegistryAuthError
 from tools.settings import INFRA_DIR, REPO_ROOT, load_env
@@ -182,7 +183,7 @@ def release_params(app: Path, builder: str, cache: str, name: str, port: int, **
         retry_delay_seconds=0.5,
     )
     values.update(over)
-    return ReleaseParams(**values)
+    return ReleaseParams(**release_form(**values))
 
 
 def test_release_replaces_the_container_and_rolls_back_an_unhealthy_one(

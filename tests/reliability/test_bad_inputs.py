@@ -27,6 +27,7 @@ from flows.refresh import refresh_servers
 from flows.release import build_app, deploy_app, release
 from tests.blocks import save_backend
 from tests.conftest import BUILDER_IMAGE, TEST_LABEL
+from tests.release_form import release_form
 from tests.reliability.helpers import ProcSampler, sandbox_catalog
 from tests.spawn_count import SpawnCounter
 from tools import packer
@@ -56,7 +57,7 @@ class Ctx:
             "push_retries": 0,
         }
         params.update(over)
-        return release(params=params, return_state=True)
+        return release(params=release_form(**params), return_state=True)
 
     def refresh(self, **over) -> object:
         target = {

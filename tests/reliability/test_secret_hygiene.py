@@ -30,7 +30,7 @@ from blocks import AppSecrets
 from flows.refresh import AnsibleTarget, refresh_servers
 from flows.release import ReleaseParams, release
 from flows.rollout import RolloutRequest, ami_rollout
-from tasks.release import HealthCheck, PortMapping
+from tasks.release import BuildOptions, DeployOptions, HealthCheck, PortMapping, PublishOptions
 from tasks.terraform import destroy_now
 from tests.blocks import save_aws, save_backend
 from tests.conftest import TEST_LABEL, free_port
@@ -196,17 +196,19 @@ def test_no_secret_reaches_argv_logs_artifacts_errors_or_disk(
                 ReleaseParams(
                     app_path=str(app),
                     app_name=name,
-                    image_repository=f"rel/{uid}",
-                    builder_image=builder_image,
-                    cache_volume=f"rel-cache-{uid}",
-                    build_timeout_seconds=300,
-                    ports=[PortMapping(container_port=10000, host_port=port, host_ip="127.0.0.1")],
-                    health=HealthCheck(url=f"http://127.0.0.1:{port}/health", timeout_seconds=90),
+                    build=BuildOptions(
+                        builder_image=builder_image, cache_volume=f"rel-cache-{uid}", timeout_seconds=300
+                    ),
+                    publish=PublishOptions(
+                        image_repository=f"rel/{uid}", push_retries=1, retry_delay_seconds=0.5
+                    ),
+                    deploy=DeployOptions(
+                        ports=[PortMapping(container_port=10000, host_port=port, host_ip="127.0.0.1")],
+                        health=HealthCheck(url=f"http://127.0.0.1:{port}/health", timeout_seconds=90),
+                    ),
                     labels={TEST_LABEL: "1"},
                     registry_block=f"rel-registry-{uid}",
                     app_secrets_block=f"rel-app-{uid}",
-                    push_retries=1,
-                    retry_delay_seconds=0.5,
                 ),
                 return_state=True,
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.release import ReleaseParams, build_app, deploy_app, publish_image, release
-from tasks.release import BuildParams, DeployParams, HealthCheck, PortMapping, PublishParams
+from tasks.release import BuildParams, DeployOptions, DeployParams, HealthCheck, PortMapping, PublishParams
 from tools import docker_engine as engine
 from tools.errors import InvalidInput, PushFailed, RegistryAuthError
 
@@ -112,9 +112,14 @@ def test_release_params_check_every_stage_and_derive_the_container_name(tmp_path
     params = ReleaseParams(app_path=str(app))
     params.check()
     assert params.deploy_params("hire-help").app_name == "hire-help-dev"
-    assert params.build_params().timeout_seconds == params.build_timeout_seconds
+    assert params.build_params().timeout_seconds == params.build.timeout_seconds
+    assert params.publish_params().push_retries == params.publish.push_retries
+    assert params.deploy_params("hire-help").ports == params.deploy.ports  # the release's default 10000
     with pytest.raises(InvalidInput, match="1-65535"):
-        ReleaseParams(app_path=str(app), ports=[PortMapping(container_port=10000, host_port=70000)]).check()
+        ReleaseParams(
+            app_path=str(app),
+            deploy=DeployOptions(ports=[PortMapping(container_port=10000, host_port=70000)]),
+        ).check()
     (app / "build.sbt").write_text('scalaVersion := "2.12.8"\n')
     with pytest.raises(InvalidInput, match="build.sbt: no version"):
         ReleaseParams(app_path=str(app)).check()
