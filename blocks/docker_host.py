@@ -79,7 +79,9 @@ def docker_client(host: DockerHost | str, *, sends_secrets: bool = False) -> doc
     import docker
     from prefect_docker import DockerHost
 
-    block = DockerHost.load(host) if isinstance(host, str) else host
+    from blocks import resolve
+
+    block = resolve.load(DockerHost, host) if isinstance(host, str) else host
     base_url, kwargs, allow = client_kwargs(block)
     if sends_secrets and not allow and is_plaintext_tcp(base_url, kwargs):
         where = base_url or os.environ.get("DOCKER_HOST")
@@ -100,7 +102,9 @@ def registry_auth(block_name: str) -> RegistryAuth:
     They go only to their own registry: tools.docker_engine checks every reference against it."""
     from prefect_docker import DockerRegistryCredentials
 
-    creds = DockerRegistryCredentials.load(block_name)
+    from blocks import resolve
+
+    creds = resolve.load(DockerRegistryCredentials, block_name)
     return RegistryAuth(
         registry=creds.registry_url, username=creds.username, password=creds.password.get_secret_value()
     )

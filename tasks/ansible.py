@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 
-from blocks import Secret
+from blocks import Secret, resolve
 from tools import ansible
 from tools.ansible import ANSIBLE_DIR, PlaybookResult, PlaybookSpec, validate_spec
 from tools.ansible_inputs import (  # the bounded inputs flows check before any task (flows/refresh.py)
@@ -100,7 +100,7 @@ def _cell(text: str) -> str:
 
 
 def _vault_password(block_name: str) -> str:
-    secret = Secret.load(block_name)
+    secret = resolve.load(Secret, block_name)
     value = secret.get()
     if not isinstance(value, str) or not value:
         raise ValueError(f"Secret block {block_name!r} does not hold a vault password string")

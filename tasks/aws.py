@@ -3,13 +3,10 @@ rollout check. Image pruning is tasks/prune.py."""
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from blocks import AWS_BLOCK, AwsCredentials
+from blocks import AWS_BLOCK, resolve
 from tools import aws, aws_refs
 from tools.aws import AmiInfo, LaunchTemplateState
 from tools.errors import AwsError, retry_if_transient
@@ -26,20 +23,8 @@ __all__ = [
 ]
 
 
-_CLIENTS = threading.Lock()
-
-
-def clients(aws_block: str, *names: str) -> list[Any]:
-    """boto3 clients from prefect-aws's client cache. Creating one costs ~0.5 s of CPU (the service
-    model); the lock lets concurrent tasks (a fan-out of bakes) wait for the first instead of each
-    building its own under the GIL. The clients themselves are thread-safe."""
-    creds = AwsCredentials.load(aws_block)
-    with _CLIENTS:
-        return [creds.get_client(name) for name in names]
-
-
-def endpoint(aws_block: str) -> str:
-    return AwsCredentials.load(aws_block).aws_client_parameters.endpoint_url or ""
+clients = resolve.aws_clients  # boto3 clients of the AWS block, loaded once per run
+endpoint = resolve.aws_endpoint
 
 
 _RETRY = {

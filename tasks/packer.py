@@ -8,8 +8,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, AwsCredentials
-from blocks.environment import aws_environment
+from blocks import AWS_BLOCK, AwsCredentials, resolve
 from tasks.aws import endpoint, resolve_source_ami
 from tools import aws, packer
 from tools.errors import BakeFailed, retry_if_transient
@@ -59,7 +58,7 @@ def plan_bake(
     if environment:
         extra["environment"] = environment
     variables = packer.merge_layers(files, extra)
-    region = AwsCredentials.load(aws_block).region_name
+    region = resolve.aws_credentials(aws_block).region_name
     if region:
         variables["region"] = region
     default_logger().info(
@@ -142,9 +141,9 @@ def run_bake(
         "git_commit": commit,
         "ami_name_suffix": content_hash[:12],
     }
-    creds = AwsCredentials.load(aws_block)
+    creds = resolve.aws_credentials(aws_block)
     variables["aws_max_retries"] = _max_retries(creds)
-    env, secret_env = aws_environment(creds)
+    env, secret_env = resolve.aws_env(aws_block)
     progress = _BakeProgress(plan.host)
     packer.validate(variables, env=env, secret_env=secret_env)
     progress.update(5.0)

@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.transactions import Transaction, get_transaction
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend
+from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, resolve
 from tasks import audit
 from tasks.stack_slot import ensure_stack_limit, stack_limit_name, stack_slots
 from tasks.task_runner import cancelling
@@ -64,7 +64,7 @@ def plan_now(
 ) -> PlanSummary:
     """init + plan + show in a private workspace (the body of `plan_stack`, callable outside a task).
     lock=False plans without the state lock (read-only checks; see `tf.plan`)."""
-    backend = TerraformBackend.load(backend_block)
+    backend = resolve.terraform_backend(backend_block)
     stack_dir = tf.resolve_stack(stack)
     stack = stack_dir.relative_to(tf.TERRAFORM_DIR).as_posix()
     workspace = tf.prepare_workspace(stack, variables, state_key(backend, stack))
@@ -299,7 +299,7 @@ def destroy_now(
     backend_block: str = TF_BACKEND_BLOCK,
     aws_block: str = AWS_BLOCK,
 ) -> None:
-    backend = TerraformBackend.load(backend_block)
+    backend = resolve.terraform_backend(backend_block)
     workspace = tf.prepare_workspace(
         stack, variables, state_key(backend, tf.resolve_stack(stack).relative_to(tf.TERRAFORM_DIR).as_posix())
     )

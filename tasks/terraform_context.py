@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blocks import AwsCredentials, TerraformBackend
-from blocks.environment import aws_environment
+from blocks import TerraformBackend, resolve
 from tools import terraform as tf
 from tools.process import default_logger
 from tools.terraform import Workspace
@@ -18,11 +17,10 @@ __all__ = ["deadlines", "runner_for", "state_bucket", "state_key", "terraform_co
 def terraform_context(
     backend_block: str, aws_block: str
 ) -> tuple[TerraformBackend, dict[str, str], dict[str, str]]:
-    backend = TerraformBackend.load(backend_block)
-    aws = AwsCredentials.load(aws_block)
-    env, secret_env = aws_environment(aws, backend.region)
+    backend = resolve.terraform_backend(backend_block)
+    env, secret_env = resolve.aws_env(aws_block, backend.region)
     env["TF_VAR_aws_region"] = env.get("AWS_REGION", "")
-    env["TF_VAR_aws_endpoint"] = aws.aws_client_parameters.endpoint_url or ""
+    env["TF_VAR_aws_endpoint"] = resolve.aws_endpoint(aws_block)
     return backend, env, secret_env
 
 
@@ -52,8 +50,8 @@ def state_key(backend: TerraformBackend, stack: str) -> str:
 def state_bucket(backend_block: str, aws_block: str, stack: str) -> tuple[Any, TerraformBackend, str]:
     """An S3 client for the state bucket (prefect-aws caches it per credentials in this process), the
     backend, and the stack's state key."""
-    backend = TerraformBackend.load(backend_block)
-    creds = AwsCredentials.load(aws_block)
+    backend = resolve.terraform_backend(backend_block)
+    creds = resolve.aws_credentials(aws_block)
     params = creds.aws_client_parameters.model_copy(update={"endpoint_url": backend.endpoint_url or None})
     s3 = creds.model_copy(update={"aws_client_parameters": params}).get_client("s3")
     return s3, backend, state_key(backend, stack)

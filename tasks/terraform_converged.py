@@ -13,7 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, AwsCredentials, TerraformBackend
+from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, TerraformBackend, resolve
 from tasks.terraform import ApplyResult
 from tasks.terraform_context import state_bucket as _state_bucket
 from tasks.terraform_context import state_key
@@ -27,7 +27,7 @@ __all__ = ["LastApply", "converged_outputs", "last_apply", "record_converged"]
 
 
 def _fingerprint(stack: str, variables: Mapping[str, str], backend: TerraformBackend, aws_block: str) -> str:
-    aws = AwsCredentials.load(aws_block)
+    aws = resolve.aws_credentials(aws_block)
     context = {
         "bucket": backend.bucket,
         "state_key": state_key(backend, stack),

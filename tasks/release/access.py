@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from docker import DockerClient
 
-from blocks import AppSecrets
+from blocks import AppSecrets, resolve
 from blocks.docker_host import docker_client
 
 
@@ -18,7 +18,7 @@ def app_secrets(block_name: str | None, builder_image: str | None = None) -> dic
     """The AppSecrets values; for a builder, only when the block allows that builder image."""
     if not block_name:
         return {}
-    block = AppSecrets.load(block_name)
+    block = resolve.load(AppSecrets, block_name)
     if builder_image is not None:
         block.check_builder(builder_image, block_name)
     return block.environment()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from blocks import AppSecrets
+from blocks import AppSecrets, resolve
 from tasks.release.access import app_secrets, client_of
 from tasks.release.models import (
     BuildParams,
@@ -21,7 +21,7 @@ from tools.errors import InvalidInput
 def check_builder_secrets(params: BuildParams) -> None:
     """Before anything runs: the builder image may receive the AppSecrets block (its allowlist)."""
     if params.app_secrets_block:
-        AppSecrets.load(params.app_secrets_block).check_builder(
+        resolve.load(AppSecrets, params.app_secrets_block).check_builder(
             params.builder_image, params.app_secrets_block
         )
 

@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.context import TaskRunContext
 from prefect_docker import DockerRegistryCredentials
 
+from blocks import resolve
 from blocks.docker_host import registry_auth
 from tasks.release.access import client_of
 from tasks.release.models import (
@@ -67,7 +68,7 @@ def build_app_image(
 @task(name="registry-url")
 def registry_url(block_name: str) -> str:
     """The registry host of the credentials block (no secret leaves this task)."""
-    return DockerRegistryCredentials.load(block_name).registry_url
+    return resolve.load(DockerRegistryCredentials, block_name).registry_url
 
 
 @task(name="docker-push", retry_condition_fn=retry_if_transient)

@@ -40,3 +40,49 @@ def test_bootstrap_twice_prints_names_never_values(prefect_server: str, sandbox_
     creds = DockerRegistryCredentials.load(REGISTRY_BLOCK)
     assert creds.password.get_secret_value() == sandbox_env["DEVOPS_REGISTRY_PASSWORD"]
     assert "PROJECT_DB_PASSWORD" in AppSecrets.load("devops-app-secrets").values
+
+
+def test_a_block_is_loaded_once_per_flow_run(prefect_server: str) -> None:
+    """blocks/resolve.py: every task of a run asks for the block; the API is read once per run, a subflow
+    (a run of its own) reads it once more, and a change of the block shows in the next run only."""
+    import uuid
+
+    from prefect import flow, task
+    from prefect.blocks.system import Secret
+
+    from blocks import resolve
+
+    name = f"resolve-once-{uuid.uuid4().hex[:8]}"
+    Secret(value="v1").save(name, overwrite=True)
+    reads: list[str] = []
+    load = Secret.load.__func__  # the classmethod's function: count the API reads, then read
+
+    def counting(cls: type[Secret], block_name: str, *args: object, **kwargs: object) -> Secret:
+        reads.append(block_name)
+        return load(cls, block_name, *args, **kwargs)
+
+    @task
+    def value() -> str:
+        return resolve.load(Secret, name).get()
+
+    @flow
+    def inner() -> str:
+        return value()
+
+    @flow
+    def outer() -> list[str]:
+        seen = [value(), value.submit().result(), resolve.load(Secret, name).get()]
+        Secret(value="v2").save(name, overwrite=True)  # edited mid-run: this run keeps what it read
+        return [*seen, value(), inner()]
+
+    own = Secret.__dict__.get("load")
+    Secret.load = classmethod(counting)  # type: ignore[method-assign, assignment]
+    try:
+        assert outer() == ["v1", "v1", "v1", "v1", "v2"]
+        assert reads == [name, name]  # the run, then its subflow
+        assert value.fn() == "v2" and len(reads) == 3  # outside a run: read each time
+    finally:
+        if own is None:
+            del Secret.load
+        else:
+            Secret.load = own  # type: ignore[method-assign]
