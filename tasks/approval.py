@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from tasks import audit
 from tasks.policy import has_policies
-from tasks.terraform_context import runner_for, state_bucket
+from tasks.terraform_context import init_workspace, state_bucket
 from tools import aws as aws_tool
 from tools import terraform as tf
 from tools.errors import ApprovalFailed
@@ -199,11 +199,10 @@ def load_approved_plan(pending: PendingPlan, backend_block: str, aws_block: str)
             f"the stored plan of {pending.stack} is not the approved one (sha256 differs): nothing applied",
             hint="run the deployment again to plan and ask again",
         )
-    workspace = tf.prepare_workspace(pending.stack, pending.variables, key)
+    workspace, runner, backend = init_workspace(
+        pending.stack, pending.variables, key, backend_block, aws_block
+    )
     try:
-        runner, backend = runner_for(workspace, backend_block, aws_block)
-        config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
-        tf.init(runner, config, backend.lock_timeout_seconds)
         (Path(workspace.path) / tf.PLAN_FILE).write_bytes(plan)
         if has_policies(pending.stack):  # the gate reads exactly this plan again before the apply
             tf.save_plan_json(workspace, tf.show_plan(runner))

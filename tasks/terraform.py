@@ -21,8 +21,8 @@ from tasks import audit
 from tasks.stack_slot import ensure_stack_limit, stack_limit_name, stack_slots
 from tasks.task_runner import cancelling
 from tasks.terraform_adopt import adopt_orphans
+from tasks.terraform_context import init_workspace, state_key
 from tasks.terraform_context import runner_for as _runner
-from tasks.terraform_context import state_key
 from tasks.terraform_lock import holding_lock, name_holder, release_stale_lock
 from tools import terraform as tf
 from tools.errors import ProcessCancelled, StateLocked, TerraformError, retry_if_transient
@@ -67,11 +67,10 @@ def plan_now(
     backend = resolve.terraform_backend(backend_block)
     stack_dir = tf.resolve_stack(stack)
     stack = stack_dir.relative_to(tf.TERRAFORM_DIR).as_posix()
-    workspace = tf.prepare_workspace(stack, variables, state_key(backend, stack))
+    workspace, runner, backend = init_workspace(
+        stack, variables, state_key(backend, stack), backend_block, aws_block
+    )
     try:
-        runner, backend = _runner(workspace, backend_block, aws_block)
-        config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
-        tf.init(runner, config, backend.lock_timeout_seconds)
         if not lock:
             tf.plan(runner, backend.lock_timeout_seconds, destroy=destroy, lock=False)
             shown = tf.show_plan(runner)
@@ -300,13 +299,11 @@ def destroy_now(
     aws_block: str = AWS_BLOCK,
 ) -> None:
     backend = resolve.terraform_backend(backend_block)
-    workspace = tf.prepare_workspace(
-        stack, variables, state_key(backend, tf.resolve_stack(stack).relative_to(tf.TERRAFORM_DIR).as_posix())
+    stack = tf.resolve_stack(stack).relative_to(tf.TERRAFORM_DIR).as_posix()
+    workspace, runner, backend = init_workspace(
+        stack, variables, state_key(backend, stack), backend_block, aws_block
     )
     try:
-        runner, backend = _runner(workspace, backend_block, aws_block)
-        config = tf.backend_config(backend.bucket, workspace.state_key, backend.region, backend.endpoint_url)
-        tf.init(runner, config, backend.lock_timeout_seconds)
         with holding_lock(workspace.stack, backend_block, aws_block):
             tf.destroy(runner, backend.lock_timeout_seconds)
     finally:

@@ -1,9 +1,11 @@
 """What every Terraform task builds first: the backend block, the environment for Terraform (AWS keys as
 secret environment only; the endpoint, when set, switches the stack's provider to the sandbox through
-TF_VAR_aws_endpoint), a Runner for a workspace, and an S3 client for the state bucket."""
+TF_VAR_aws_endpoint), a Runner for a workspace, an initialised workspace, and an S3 client for the state
+bucket."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from blocks import TerraformBackend, resolve
@@ -41,6 +43,22 @@ def runner_for(
         workspace, env=env, secret_env=secret_env, deadlines=deadlines(backend), logger=default_logger()
     )
     return runner, backend
+
+
+def init_workspace(
+    stack: str, variables: Mapping[str, str] | None, key: str, backend_block: str, aws_block: str
+) -> tuple[Workspace, tf.Runner, TerraformBackend]:
+    """A private workspace of `stack` with `variables`, `terraform init` done against the state `key`;
+    the workspace is removed again if the init fails. The caller removes it when done."""
+    workspace = tf.prepare_workspace(stack, variables, key)
+    try:
+        runner, backend = runner_for(workspace, backend_block, aws_block)
+        config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
+        tf.init(runner, config, backend.lock_timeout_seconds)
+    except BaseException:
+        tf.remove_workspace(workspace)
+        raise
+    return workspace, runner, backend
 
 
 def state_key(backend: TerraformBackend, stack: str) -> str:

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
-from tasks.terraform_context import runner_for, state_bucket
+from tasks.terraform_context import init_workspace, state_bucket
 from tools import aws as aws_tool
 from tools import terraform as tf
 from tools.errors import StateLocked, TerraformStillRunning
@@ -156,11 +156,8 @@ def release_stale_lock(
         lock.created or "?",
         reason,
     )
-    workspace = tf.prepare_workspace(stack, {}, key)
+    workspace, runner, backend = init_workspace(stack, {}, key, backend_block, aws_block)
     try:
-        runner, backend = runner_for(workspace, backend_block, aws_block)
-        config = tf.backend_config(backend.bucket, key, backend.region, backend.endpoint_url)
-        tf.init(runner, config, backend.lock_timeout_seconds)
         tf.force_unlock(runner, lock.id)
     finally:
         tf.remove_workspace(workspace)
