@@ -100,6 +100,10 @@ def which(executable: str, hint: str | None = None) -> str:
     return found
 
 
+# A unit test's stand-in for the child (tools/process_fake.py): argv -> (exit code, [(stream, line)]).
+_fake: Callable[[list[str]], tuple[int, list[tuple[str, str]]]] | None = None
+
+
 # --- stopping runs of other threads ------------------------------------------------------------------
 
 _stops: dict[int, threading.Event] = {}  # thread ident -> "stop the tool this thread runs"
@@ -155,6 +159,14 @@ def run(
         register_secret(value)
     shown = redact_argv(argv)
     label = what or Path(argv[0]).name
+    if _fake is not None:  # tools/process_fake.py: a unit test's scripted answer, no process
+        log.info("$ %s", " ".join(shown))
+        exit_code, lines = _fake(argv)
+        output = Output(label, log, on_line, log_line, capture_stdout)
+        for stream, line in lines:
+            output(stream, line)
+        result = output.result(shown, exit_code, 0.0)
+        return _finish(result, None, label, stop, timeout, check, ok_codes, error, hint)
     executable = argv[0] if os.sep in argv[0] else which(argv[0])
     child_env = {**inherited_env(inherit), **(env or {}), **(secret_env or {})}
     log.info("$ %s", " ".join(shown))
@@ -183,25 +195,32 @@ def run(
     exit_code = proc.wait()
     _drain(exited, followers, 30)
     result = output.result(shown, exit_code, time.monotonic() - started)
+    return _finish(result, reason, label, stop, timeout, check, ok_codes, error, hint)
+
+
+def _finish(
+    result: ProcessResult,
+    reason: str | None,
+    label: str,
+    stop: StopPolicy,
+    timeout: float | None,
+    check: bool,
+    ok_codes: Sequence[int],
+    error: type[ToolError],
+    hint: str | None,
+) -> ProcessResult:
+    """The result, or the error the run ended in: stopped on its deadline, cancelled, or a failed exit."""
+    facts = {"argv": result.argv, "exit_code": result.exit_code, "tail": result.tail, "hint": hint}
     if reason == "timeout":
         raise ProcessTimeout(
-            f"{label} did not finish within {timeout:g}s; it was stopped ({stop.describe()})",
-            argv=shown,
-            exit_code=exit_code,
-            tail=result.tail,
-            hint=hint,
+            f"{label} did not finish within {timeout or 0:g}s; it was stopped ({stop.describe()})",
             transient=False,
+            **facts,
         )
     if reason == "cancel":
-        raise ProcessCancelled(
-            f"{label} was cancelled; it was stopped ({stop.describe()})",
-            argv=shown,
-            exit_code=exit_code,
-            tail=result.tail,
-            hint=hint,
-        )
-    if check and exit_code not in ok_codes:
-        raise error(f"{label} failed", argv=shown, exit_code=exit_code, tail=result.tail, hint=hint)
+        raise ProcessCancelled(f"{label} was cancelled; it was stopped ({stop.describe()})", **facts)
+    if check and result.exit_code not in ok_codes:
+        raise error(f"{label} failed", **facts)
     return result
 
 

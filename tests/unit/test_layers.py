@@ -73,6 +73,12 @@ def test_the_product_never_imports_the_development_environment(package: str) -> 
     assert not bad, bad
 
 
+@pytest.mark.parametrize("package", PRODUCT)
+def test_the_product_never_imports_the_runners_test_seam(package: str) -> None:
+    bad = {str(p.relative_to(REPO_ROOT)) for p in sources(package) if "tools.process_fake" in imported(p)}
+    assert not bad - {"tools/process_fake.py"}, bad
+
+
 def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from prefect.logging import get_run_logger\nfrom tools import packer\n")
