@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devenv.bench_services import BENCH_LABEL, TF_BACKEND_BLOCK, Services
+from devenv.bench_services import BENCH_LABEL, Services
 from tools.settings import INFRA_DIR, REPO_ROOT
 
 COMPARISONS = ("rollout", "fanout", "refresh", "release", "memory")
@@ -294,6 +294,8 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
     }
     script = REPO_ROOT / "bench" / "rollout.sh"
 
+    rollout_backend = services.backend("rollout")
+
     def flow_params(env_tag: str) -> dict[str, Any]:
         return {
             "request": {
@@ -302,7 +304,7 @@ def compare_rollout(services: Services, report: Report, reps: int, quick: bool) 
                 "variables": {"name": flow_name},
                 "refresh": {"enabled": False},  # the original job replaces no instance either
             },
-            "backend_block": TF_BACKEND_BLOCK,
+            "backend_block": rollout_backend,
         }
 
     original_env = {
@@ -350,6 +352,7 @@ def profile_rollout(services: Services, out_dir: Path) -> list[Path]:
     as in comparison 1): where the flow process spends its time besides waiting for Packer and Terraform."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"bench-profile-{services.run_id}"
+    profile_backend = services.backend("profile")
 
     def params(env_tag: str) -> dict[str, Any]:
         return {
@@ -359,7 +362,7 @@ def profile_rollout(services: Services, out_dir: Path) -> list[Path]:
                 "variables": {"name": name},
                 "refresh": {"enabled": False},
             },
-            "backend_block": TF_BACKEND_BLOCK,
+            "backend_block": profile_backend,
         }
 
     run_flow(services, "rollout", params(tag("warm")))
@@ -666,6 +669,7 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
                 time.sleep(1)
         time.sleep(2)
         rollout = next(d for d in declared if d.entrypoint.endswith(":ami_rollout"))
+        memory_backend = services.backend("mem")
         for _ in range(reps):
             sampler = Sampler(pid)
             sampler.start()
@@ -683,7 +687,7 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
                         "stack": STACK,
                         "variables": {"name": f"bench-mem-{services.run_id}"},
                     },
-                    "backend_block": TF_BACKEND_BLOCK,
+                    "backend_block": memory_backend,
                 },
                 timeout=600,
             )

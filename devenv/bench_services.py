@@ -118,6 +118,22 @@ class Services:
             lock_timeout_seconds=30,
         ).save(TF_BACKEND_BLOCK, overwrite=True)
 
+    def backend(self, section: str) -> str:
+        """A TerraformBackend block of its own for one comparison: each keeps its stack's state under its
+        own key (the comparisons name their stacks differently, and one state holding another's names
+        would plan a replacement, which the stack's policies deny). Returns the block's name."""
+        from blocks import TerraformBackend
+
+        name = f"{TF_BACKEND_BLOCK}-{section}"
+        TerraformBackend(
+            bucket=STATE_BUCKET,
+            region=self.env["AWS_DEFAULT_REGION"],
+            key_prefix=f"bench/{self.run_id}/{section}/",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            lock_timeout_seconds=30,
+        ).save(name, overwrite=True)
+        return name
+
     def stop(self) -> None:
         for pid in reversed(self.pids):
             stop_pid(pid, "bench service", seconds=20)

@@ -1,5 +1,5 @@
 """moto's AWS server as the sandbox, the bench and the tests start it: `python -m devenv.moto_server -H
-127.0.0.1 -p PORT` (moto_server's own arguments), with four fixes of moto 5.2.
+127.0.0.1 -p PORT` (moto_server's own arguments), with five fixes of moto 5.2.
 
 moto parses `UserData` in CreateLaunchTemplate but keeps it raw in CreateLaunchTemplateVersion, and later
 asserts it is parsed: once Terraform has made version 2 of a launch template (the AWS provider sends the
@@ -23,16 +23,26 @@ moto's server is threaded but its in-memory backends are not thread-safe: under 
 load a request could fail half-way after its change was made, and the client's retry then met its own
 result (Terraform's CreateSecurityGroup answered `InvalidGroup.Duplicate` for the group it had just
 created). Here requests are handled one at a time, as one AWS account's API would see them in order.
-A client's retry (the AWS SDKs' `amz-sdk-request: attempt=N` header, N > 1) is written to the log with
-its action and invocation id, so a retried non-idempotent call can be traced. Nothing else changes.
+
+Under that load the AWS SDKs still retry some calls whose first attempt moto has answered (a CI run's log
+showed `attempt=2` of UpdateAutoScalingGroup, DescribeSecurityGroups and others after moto's 200, and two
+earlier runs failed on a retried CreateSecurityGroup and RevokeSecurityGroupEgress): the first answer did
+not reach the client in time. A retried call that changes something then
+fails against its own first result (`InvalidGroup.Duplicate`, `InvalidPermission.NotFound`), which AWS's
+network would not cause. Here the answers to calls that change something are kept by the SDK's
+invocation id (the same on every attempt of one call), and a retry of a call moto already answered gets
+that answer again instead of being run twice; every retry is written to the log (`retried request`,
+`replayed the first answer`). Reads and a first attempt that failed (5xx) are run again as usual.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sys
 import threading
 import urllib.parse
+from collections import OrderedDict
 from typing import Any
 
 
@@ -77,18 +87,81 @@ def _patch() -> None:
 
     dispatch = DomainDispatcherApplication.__call__
     one_at_a_time = threading.Lock()
+    answers = _Answers()
 
     def dispatch_serialised(self: DomainDispatcherApplication, environ: dict, start_response: Any) -> Any:
-        attempt = environ.get("HTTP_AMZ_SDK_REQUEST", "")
-        if attempt and not attempt.startswith("attempt=1;"):
-            _log_retry(environ, attempt)
+        invocation = environ.get("HTTP_AMZ_SDK_INVOCATION_ID", "")
+        attempt = _attempt(environ.get("HTTP_AMZ_SDK_REQUEST", ""))
+        if attempt > 1:
+            _log_retry(environ, attempt, invocation)
         with one_at_a_time:
-            return dispatch(self, environ, start_response)
+            first = answers.get(invocation) if attempt > 1 else None
+            if first is not None:
+                print(
+                    f"replayed the first answer ({first[0]}) to invocation {invocation}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                start_response(first[0], first[1])
+                return [first[2]]
+            if not invocation or environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+                return dispatch(self, environ, start_response)  # reads: a retry does no harm
+            status, headers, body = _answer(dispatch, self, environ)
+            answers.keep(invocation, status, headers, body)
+        start_response(status, headers)
+        return [body]
 
     DomainDispatcherApplication.__call__ = dispatch_serialised
 
 
-def _log_retry(environ: dict, attempt: str) -> None:
+Answer = tuple[str, list[tuple[str, str]], bytes]
+
+
+class _Answers:
+    """The answers to the last calls that change something, by the SDK's invocation id (the same on every
+    attempt of one call). Kept only when moto did not fail (a 5xx is retried for real), and small."""
+
+    KEEP, MAX_BYTES = 2048, 256 * 1024
+
+    def __init__(self) -> None:
+        self._by_invocation: OrderedDict[str, Answer] = OrderedDict()
+
+    def get(self, invocation: str) -> Answer | None:
+        return self._by_invocation.get(invocation) if invocation else None
+
+    def keep(self, invocation: str, status: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        if int(status[:3]) >= 500 or len(body) > self.MAX_BYTES:
+            return
+        self._by_invocation[invocation] = (status, headers, body)
+        while len(self._by_invocation) > self.KEEP:
+            self._by_invocation.popitem(last=False)
+
+
+def _answer(dispatch: Any, app: Any, environ: dict) -> Answer:
+    """Run the request through moto and read its whole answer (inside the lock)."""
+    started: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.update(status=status, headers=headers)
+        return chunks.append
+
+    result = dispatch(app, environ, start_response)
+    try:
+        chunks.extend(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return started["status"], list(started["headers"]), b"".join(chunks)
+
+
+def _attempt(header: str) -> int:
+    """The attempt number of the SDKs' `amz-sdk-request: attempt=N; max=M` header (1 without one)."""
+    match = re.match(r"\s*attempt=(\d+)", header)
+    return int(match.group(1)) if match else 1
+
+
+def _log_retry(environ: dict, attempt: int, invocation: str) -> None:
     """One line in the server's log for a client's retry: method, path, action, invocation id."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     action = environ.get("HTTP_X_AMZ_TARGET") or ""
@@ -97,8 +170,8 @@ def _log_retry(environ: dict, attempt: str) -> None:
         environ["wsgi.input"] = io.BytesIO(body)
         action = ",".join(urllib.parse.parse_qs(body.decode(errors="replace")).get("Action", []))
     print(
-        f"retried request: {attempt} {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {action} "
-        f"invocation {environ.get('HTTP_AMZ_SDK_INVOCATION_ID', '?')}",
+        f"retried request: attempt {attempt} {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} "
+        f"{action} invocation {invocation or '?'}",
         file=sys.stderr,
         flush=True,
     )

@@ -36,3 +36,16 @@ def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -
         described = ec2.describe_launch_templates(LaunchTemplateIds=[plain["LaunchTemplateId"]])
         tags = {t["Key"]: t["Value"] for t in described["LaunchTemplates"][0]["Tags"]}
         assert tags == {"owner": "p", "environment": "prod"}
+
+
+def test_a_retry_of_an_answered_call_gets_the_first_answer_again() -> None:
+    """A retried call that changes something is not run twice: its first answer is kept by invocation id
+    (a 5xx or a large answer is not kept: that retry runs again)."""
+    assert sandbox_moto._attempt("attempt=2; max=25") == 2
+    assert sandbox_moto._attempt("attempt=1") == 1 and sandbox_moto._attempt("") == 1
+    answers = sandbox_moto._Answers()
+    answers.keep("inv-1", "200 OK", [("Content-Type", "text/xml")], b"<groupId>sg-1</groupId>")
+    answers.keep("inv-2", "500 INTERNAL SERVER ERROR", [], b"boom")
+    answers.keep("inv-3", "200 OK", [], b"x" * (answers.MAX_BYTES + 1))
+    assert answers.get("inv-1") == ("200 OK", [("Content-Type", "text/xml")], b"<groupId>sg-1</groupId>")
+    assert answers.get("inv-2") is None and answers.get("inv-3") is None and answers.get("") is None
