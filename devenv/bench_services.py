@@ -106,29 +106,24 @@ class Services:
         )
 
     def _blocks(self) -> None:
-        from blocks import TerraformBackend
         from blocks.bootstrap import bootstrap
 
         bootstrap(dict(os.environ))
-        TerraformBackend(
-            bucket=STATE_BUCKET,
-            region=self.env["AWS_DEFAULT_REGION"],
-            key_prefix=f"bench/{self.run_id}/",
-            endpoint_url=self.env["AWS_ENDPOINT_URL"],
-            lock_timeout_seconds=30,
-        ).save(TF_BACKEND_BLOCK, overwrite=True)
+        self._save_backend(TF_BACKEND_BLOCK, f"bench/{self.run_id}/")
 
     def backend(self, section: str) -> str:
         """A TerraformBackend block of its own for one comparison: each keeps its stack's state under its
         own key (the comparisons name their stacks differently, and one state holding another's names
         would plan a replacement, which the stack's policies deny). Returns the block's name."""
+        return self._save_backend(f"{TF_BACKEND_BLOCK}-{section}", f"bench/{self.run_id}/{section}/")
+
+    def _save_backend(self, name: str, key_prefix: str) -> str:
         from blocks import TerraformBackend
 
-        name = f"{TF_BACKEND_BLOCK}-{section}"
         TerraformBackend(
             bucket=STATE_BUCKET,
             region=self.env["AWS_DEFAULT_REGION"],
-            key_prefix=f"bench/{self.run_id}/{section}/",
+            key_prefix=key_prefix,
             endpoint_url=self.env["AWS_ENDPOINT_URL"],
             lock_timeout_seconds=30,
         ).save(name, overwrite=True)
