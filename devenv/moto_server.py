@@ -29,10 +29,11 @@ showed `attempt=2` of UpdateAutoScalingGroup, DescribeSecurityGroups and others 
 earlier runs failed on a retried CreateSecurityGroup and RevokeSecurityGroupEgress): the first answer did
 not reach the client in time. A retried call that changes something then
 fails against its own first result (`InvalidGroup.Duplicate`, `InvalidPermission.NotFound`), which AWS's
-network would not cause. Here the answers to calls that change something are kept by the SDK's
-invocation id (the same on every attempt of one call), and a retry of a call moto already answered gets
+network would not cause. Here the answers to every call but GET and HEAD (up to 256 KB) are kept by the
+SDK's invocation id (the same on every attempt of one call), and a retry of a call moto already answered gets
 that answer again instead of being run twice; every retry is written to the log (`retried request`,
-`replayed the first answer`). Reads and a first attempt that failed (5xx) are run again as usual.
+`replayed the first answer`). GET and HEAD requests, and a first attempt that failed (5xx), are
+run again as usual; a query-API read (a POST such as DescribeImages) is replayed like any other call.
 """
 
 from __future__ import annotations
