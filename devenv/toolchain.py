@@ -86,6 +86,9 @@ def find_provider_mirror() -> Path | None:
             "/proc/*",
             "-not",
             "-path",
+            "/tmp/*",  # noqa: S108 - excluded, not used: scratch copies (working directories, caches) are not the machine's mirror
+            "-not",
+            "-path",
             str(state_dir()) + "/*",
         ],
         capture_output=True,
@@ -100,23 +103,29 @@ def find_provider_mirror() -> Path | None:
 
 
 def ensure_terraform_config(env: dict[str, str]) -> None:
+    """The sandbox's Terraform CLI config. With the machine's provider mirror: no plugin cache. Terraform
+    links each working directory's provider straight to the unpacked, read-only mirror, so concurrent
+    inits never write a shared directory (Terraform's plugin cache is not safe for concurrent use: an
+    init without a lock file re-installs the provider into it while another run's plan reads it, which
+    failed CI with "could not read package directory"). Without a mirror the providers download, into a
+    cache."""
     rc = state_dir() / "terraformrc"
-    cache = state_dir() / "tf-plugin-cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    env.pop("TF_PLUGIN_CACHE_DIR", None)
     mirror = find_provider_mirror()
     if mirror:
         body = (
-            f'plugin_cache_dir = "{cache}"\n'
             "provider_installation {\n"
             f'  filesystem_mirror {{\n    path    = "{mirror}"\n'
             '    include = ["registry.terraform.io/*/*"]\n  }\n'
             '  direct {\n    exclude = ["registry.terraform.io/*/*"]\n  }\n'
             "}\n"
         )
-        log(f"terraform: providers from the filesystem mirror at {mirror}")
+        log(f"terraform: providers linked from the read-only filesystem mirror at {mirror}")
     else:
+        cache = state_dir() / "tf-plugin-cache"
+        cache.mkdir(parents=True, exist_ok=True)
         body = f'plugin_cache_dir = "{cache}"\n'
+        env["TF_PLUGIN_CACHE_DIR"] = str(cache)
         log("terraform: no provider mirror on this machine; providers download from the registry")
     rc.write_text(body)
     env["TF_CLI_CONFIG_FILE"] = str(rc)
-    env["TF_PLUGIN_CACHE_DIR"] = str(cache)

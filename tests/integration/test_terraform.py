@@ -173,3 +173,37 @@ def test_a_lock_of_a_live_terraform_on_this_host_is_not_stale(workdir):
         proc.kill()
         proc.wait(timeout=30)
     assert "holder is dead" in tf.stale_lock_reason(lock, holder, "x/live-stack", "k")
+
+
+def test_concurrent_inits_and_plans_share_no_writable_provider_directory(sandbox_env, workdir):
+    """Terraform's plugin cache is not safe for concurrent use: a fresh init re-installs the provider into it
+    while another run's command reads it ("could not read package directory", seen in CI). With the
+    machine's provider mirror the sandbox config has no cache: every working directory links the read-only
+    mirror, so inits and validates at once in six directories all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from tools.terraform_runner import cli_env
+
+    env = {**os.environ, **cli_env(), "TF_IN_AUTOMATION": "1"}
+    config = Path(env["TF_CLI_CONFIG_FILE"]).read_text()
+    if "filesystem_mirror" not in config:
+        pytest.skip("no provider mirror on this machine: providers download into a cache")
+    assert "plugin_cache_dir" not in config and "TF_PLUGIN_CACHE_DIR" not in env
+    mirror = Path(config.split('path    = "')[1].split('"')[0])
+    source = tf.resolve_stack(SMOKE)
+
+    def init_and_validate(index: int) -> Path:
+        here = workdir / f"copy-{index}"
+        subprocess.run(["cp", "-r", str(source), str(here)], check=True)
+        for argv in (["init", "-backend=false", "-input=false", "-no-color"], ["validate", "-no-color"]):
+            done = subprocess.run(["terraform", *argv], cwd=here, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        return here
+
+    with ThreadPoolExecutor(6) as pool:
+        copies = list(pool.map(init_and_validate, range(6)))
+    for here in copies:
+        (provider,) = (here / ".terraform" / "providers").glob("registry.terraform.io/hashicorp/aws/*/*")
+        assert provider.is_symlink(), f"{provider} was copied, not linked to the mirror"
+        assert provider.resolve().is_relative_to(mirror), provider.resolve()
