@@ -192,7 +192,11 @@ def start_dockerd(root: Path, logfile: Path, say: Callable[[str], None] = print)
         os.environ.get("DEVOPS_DOCKER_STORAGE_DRIVER", "overlay2"),
     ]
     say("docker: starting dockerd " + " ".join(argv[1:]))
-    return spawn(argv, logfile), f"unix://{sock}"
+    # A TMPDIR of its own: started from a test session (an engine restart), dockerd would otherwise keep
+    # that session's TMPDIR, deleted when the session ends, and fail every later build and pull.
+    tmp = root / "docker-tmp"
+    tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return spawn(argv, logfile, env={"TMPDIR": str(tmp)}), f"unix://{sock}"
 
 
 # ---------------------------------------------------------------- PostgreSQL

@@ -2,9 +2,9 @@
 
 In use: referenced by any launch template version, any instance that is not terminated, any auto
 scaling group (launch template, mixed instances policy, launch configuration), or the latest bake record
-of its host (tools/aws_refs.py; every listing paginated). A real prune (not a dry run) holds the
-Terraform stacks' slots (`tf-stack-<stack>`, the ones apply-stack holds) while it decides and
-deregisters, and deregisters each AMI inside its host's bake slot right after re-checking its references
+of its host (tools/aws_refs.py; every listing paginated). A real prune (not a dry run) holds the Terraform
+stacks' slots (`tf-stack-<stack>`, the ones apply-stack holds) while it decides and deregisters, and
+deregisters each AMI inside the bake slot of its content right after re-checking its references
 (tasks/prune.py): a rollout that reuses an old AMI keeps it.
 """
 

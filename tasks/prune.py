@@ -2,9 +2,10 @@
 every AMI in use (tools/aws_refs.py); deregister the rest with their snapshots.
 
 Never an AMI in use, even while a rollout runs:
-- each deregister happens inside the host's bake slot (`bake-host-<host>`, held by a bake from the
-  content-hash lookup until it has recorded the AMI it bakes or reuses), right after a re-check of that
-  AMI's references (launch template versions, live instances, ASGs, the host's latest bake record): an AMI
+- each deregister happens inside the bake slot of that AMI's content (`bake-<host>-<hash12>`, held by a
+  bake of that content from the content-hash lookup until it has recorded the AMI it bakes or reuses, so
+  no bake can be picking this AMI up for reuse meanwhile), right after a re-check of that AMI's references
+  (launch template versions, live instances, ASGs, the host's latest bake record): an AMI
   a bake picked up after the decision is its host's latest bake record by then, and is kept;
 - the flow holds the Terraform stacks' slots for a real prune, so no apply-stack is planning or applying
   (with an AMI, perhaps an old one) while images are decided and deregistered.
@@ -17,13 +18,12 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from pydantic import BaseModel, Field
 
 from blocks import AWS_BLOCK
 from tasks import audit
 from tasks.aws import clients
-from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit
+from tasks.limits import BAKE_LEASE_SECONDS, ensure_bake_limit, holding
 from tools import aws, aws_refs
 from tools.aws import AmiInfo
 from tools.aws_refs import DEFAULT_PAGE_SIZE
@@ -42,6 +42,7 @@ class PruneRow(BaseModel):
         "would deregister, gone"
     )
     reason: str = Field("", description="Why an AMI is kept: its references")
+    content_hash: str = Field("", description="Its bake's content hash (tag, else the name's suffix)")
     snapshots: list[str] = Field(default_factory=list)
 
 
@@ -94,6 +95,7 @@ def decide(
                     created=image.created,
                     action=action,
                     reason=reason,
+                    content_hash=image.tags.get("content_hash") or image.name.rpartition("_")[2],
                     snapshots=image.snapshot_ids,
                 )
             )
@@ -103,14 +105,9 @@ def decide(
 def _deregister_checked(
     ec2: Any, autoscaling: Any, row: PruneRow, page_size: int, before_check: Callable[[PruneRow], None] | None
 ) -> PruneRow:
-    """Inside the host's bake slot: re-check the AMI's references, then deregister it (or keep it)."""
-    with concurrency(
-        ensure_bake_limit(row.host),
-        occupy=1,
-        strict=True,
-        lease_duration=BAKE_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,
-    ):
+    """Inside the bake slot of the AMI's content: re-check its references, then deregister it (or keep
+    it)."""
+    with holding(ensure_bake_limit(row.host, row.content_hash), BAKE_LEASE_SECONDS):
         if before_check is not None:
             before_check(row)  # tests: a reference appears between the decision and the deregister
         now, reasons = aws_refs.references_to(ec2, autoscaling, AmiInfo(image_id=row.image_id), page_size)

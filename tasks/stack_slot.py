@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 
+from tasks.limits import ensure_global_limit, holding
 from tools import terraform as tf
 
 # Lease of the per-stack concurrency slot: renewed every 45 s while held; a SIGKILLed holder's slot is
@@ -28,33 +28,11 @@ def stack_limit_name(stack: str) -> str:
 @task(name="ensure-stack-limit", cache_policy=NO_CACHE)
 def ensure_stack_limit(stack: str) -> str:
     """Create the global concurrency limit `tf-stack-<slug>` (limit 1) if it does not exist yet."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    name = stack_limit_name(stack)
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass
-    return name
+    return ensure_global_limit(stack_limit_name(stack))
 
 
 @contextmanager
 def stack_slots(limits: str | Sequence[str]) -> Iterator[None]:
     """Hold the slots of these limits (from `ensure_stack_limit`) while the block runs; none: no wait."""
-    if not limits:
-        yield
-        return
-    with concurrency(
-        limits,
-        occupy=1,
-        strict=True,
-        lease_duration=STACK_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,  # Terraform's own lock still guards the state
-    ):
+    with holding(limits, STACK_LEASE_SECONDS):
         yield

@@ -1,6 +1,7 @@
-"""Two bakes of the same host and content at once end with one AMI, which both report; an AMI of that name
-left untagged (a bake interrupted after creating it) is adopted, not baked again. Real Packer against the
-sandbox's moto; each bake in its own flow process, as two workers would run them."""
+"""Two bakes of the same host and content at once end with one AMI, which both report, while a bake of
+other content of that host runs beside them; an AMI of that name left untagged (a bake interrupted after
+creating it) is adopted, not baked again. Real Packer against the sandbox's moto; each bake in its own
+flow process, as two workers would run them."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from blocks import AWS_BLOCK
 from flows.bake import BakeSpec, bake_image
 from tasks.aws import clients
 from tasks.limits import ensure_bake_limit
+from tasks.packer import plan_bake
 from tools.settings import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -57,14 +59,21 @@ def _images_with_hash(ec2, digest: str) -> list[dict]:
 
 def test_two_concurrent_bakes_of_the_same_content_end_with_one_ami(blocks, sandbox_env, workdir: Path):
     spec = BakeSpec(host="xwiki", environment=f"cc-{uuid.uuid4().hex[:8]}")  # a content hash of its own
+    other = BakeSpec(host="xwiki", environment=f"cc-other-{uuid.uuid4().hex[:8]}")  # same host, other content
     ec2, _ = clients(AWS_BLOCK, "ec2", "autoscaling")
     logs = [workdir / "bake-a.log", workdir / "bake-b.log"]
     procs: list[subprocess.Popen] = []
+    plan = plan_bake(spec.host, spec.os, spec.mode, spec.environment, AWS_BLOCK)
     try:
-        # Hold the host's bake slot until both bakes have resolved their source AMI (the step before the
-        # slot), so they reach the content-hash lookup together when it is released.
-        with concurrency(ensure_bake_limit("xwiki"), occupy=1, strict=True, lease_duration=60):
+        # Hold the slot of this content until both bakes have resolved their source AMI (the step before
+        # the slot), so they reach the content-hash lookup together when it is released.
+        with concurrency(
+            ensure_bake_limit("xwiki", plan.content_hash), occupy=1, strict=True, lease_duration=60
+        ):
             procs = [_start(spec, log) for log in logs]
+            # the slot is the content's, not the host's: a bake of other content runs to its end meanwhile
+            beside = bake_image(other, AWS_BLOCK)
+            assert not beside.reused and beside.content_hash != plan.content_hash
             end = time.monotonic() + 240
             while not all("source AMI:" in log.read_text() for log in logs):
                 for proc, log in zip(procs, logs, strict=True):
@@ -75,6 +84,7 @@ def test_two_concurrent_bakes_of_the_same_content_end_with_one_ami(blocks, sandb
         for proc, log in zip(procs, logs, strict=True):
             assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
         results = [_result(log) for log in logs]
+        assert results[0]["content_hash"] == plan.content_hash, results
         ami = results[0]["ami_id"]
         assert results[1]["ami_id"] == ami, results
         assert sorted(r["reused"] for r in results) == [False, True], results
@@ -96,8 +106,9 @@ def test_two_concurrent_bakes_of_the_same_content_end_with_one_ami(blocks, sandb
                 os.killpg(proc.pid, 2)
                 proc.wait(timeout=120)
         for image in ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": "tag:environment", "Values": [spec.environment]}]
-        )["Images"]:  # every AMI of this test's content, whatever happened
+            Owners=["self"],
+            Filters=[{"Name": "tag:environment", "Values": [spec.environment, other.environment]}],
+        )["Images"]:  # every AMI of this test's contents, whatever happened
             ec2.deregister_image(ImageId=image["ImageId"])
             for mapping in image.get("BlockDeviceMappings") or []:
                 if (mapping.get("Ebs") or {}).get("SnapshotId"):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from devenv.dockerd import docker_ping, restart_docker
+from devenv.sandbox_state import State
 from flows.refresh import AnsibleTarget, refresh_servers
 from tests.conftest import TEST_LABEL
 from tests.sshd import free_port, wait_http_ok
@@ -46,6 +47,13 @@ def test_engine_restart_between_runs(blocks, docker_client, sandbox_env, workdir
 
     host = restart_docker()
     assert host == sandbox_env["DOCKER_HOST"] and docker_ping(host)
+    # restarted from this session, the engine still has a TMPDIR of its own (this session's is deleted
+    # when it ends, and every later build would fail)
+    pid = State.load().component("docker")["pid"]
+    environ = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_text().split("\0") if "=" in entry
+    )
+    assert environ["TMPDIR"] == str(state_dir() / "docker-tmp"), environ.get("TMPDIR")
 
     end = time.monotonic() + 90
     while time.monotonic() < end:

@@ -13,6 +13,9 @@ from devenv import moto_server as sandbox_moto
 def test_a_launch_templates_own_tags_stay_out_of_its_version_data(monkeypatch) -> None:
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
         monkeypatch.setenv(key, value)
+    # after a sandbox test in the same process, boto3 would send every call to the sandbox's moto server
+    # (AWS_ENDPOINT_URL), past this in-process mock
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     sandbox_moto._patch()
     with mock_aws():
         ec2 = boto3.client("ec2", region_name="eu-central-1")

@@ -46,3 +46,21 @@ def test_the_latest_bake_record_is_the_newest_baked_at_even_for_an_old_image() -
 def test_keep_below_one_is_rejected() -> None:
     with pytest.raises(InvalidInput, match="at least 1"):
         decide(IMAGES, References(), keep=0)
+
+
+def test_each_row_names_the_bake_slot_of_its_content() -> None:
+    """A deregister waits for the slot of the AMI's own content (the one a bake reusing it holds): the
+    content hash from the tag, else the AMI name's suffix (an AMI left untagged by an interrupted bake)."""
+    from tasks.limits import bake_limit_name
+
+    tagged = _image("ami-1", "xwiki", "2026-01-01T00:00:00.000Z", content_hash="0123456789abcdef0123")
+    untagged = AmiInfo(
+        image_id="ami-2",
+        name="xwiki_ubuntu-18.04_fedcba987654",
+        state="available",
+        created="2026-01-02T00:00:00.000Z",
+        tags={"host": "xwiki"},
+    )
+    rows = {r.image_id: r for r in decide([tagged, untagged], References(), keep=1)}
+    assert bake_limit_name(rows["ami-1"].host, rows["ami-1"].content_hash) == "bake-xwiki-0123456789ab"
+    assert bake_limit_name(rows["ami-2"].host, rows["ami-2"].content_hash) == "bake-xwiki-fedcba987654"
