@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from python_terraform import IsFlagged, Terraform
 
 from tools.errors import InvalidInput, TerraformError, ToolError
@@ -43,6 +42,7 @@ from tools.terraform_lock import (
 )
 from tools.terraform_plan import (
     AttributeChange,
+    OutputValue,
     PlanSummary,
     ResourceChange,
     Workspace,
@@ -53,6 +53,7 @@ from tools.terraform_runner import TERRAFORM_ENV, Deadlines, Runner, cli_env
 from tools.terraform_workspace import (
     TERRAFORM_DIR,
     VAR_FILE,
+    backend_config,
     check_variables,
     declared_variables,
     list_stacks,
@@ -114,32 +115,8 @@ __all__ = [
 ]
 
 
-class OutputValue(BaseModel):
-    value: Any = None
-    type: Any = None
-    sensitive: bool = False
-
-
 def slug(stack: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")
-
-
-def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
-    """`-backend-config` pairs for the S3 backend with native S3 locking (a `.tflock` object)."""
-    config = {"bucket": bucket, "key": key, "region": region, "use_lockfile": "true", "encrypt": "true"}
-    if endpoint_url:
-        config.update(
-            {
-                "endpoints": f'{{s3="{endpoint_url}"}}',
-                "use_path_style": "true",
-                "skip_credentials_validation": "true",
-                "skip_requesting_account_id": "true",
-                "skip_region_validation": "true",
-                "skip_metadata_api_check": "true",
-                "skip_s3_checksum": "true",
-            }
-        )
-    return config
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -182,16 +159,24 @@ def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False, lock: bo
     try:
         return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
     except TerraformError as exc:
-        if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+        if (errors_first := _errors_first(exc)) is exc:
             raise
-        raise TerraformError(
-            "\n".join(errors) + f"\n({exc.message})",
-            argv=exc.argv,
-            exit_code=exc.exit_code,
-            tail=exc.tail,
-            hint=exc.hint,
-            transient=exc.transient,
-        ) from exc
+        raise errors_first from exc
+
+
+def _errors_first(exc: TerraformError) -> TerraformError:
+    """A plain TerraformError whose message leads with Terraform's own `Error:` blocks (`exc` itself when
+    it is a specific one, e.g. StateLocked, or when the output holds no such block)."""
+    if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+        return exc
+    return TerraformError(
+        "\n".join(errors) + f"\n({exc.message})",
+        argv=exc.argv,
+        exit_code=exc.exit_code,
+        tail=exc.tail,
+        hint=exc.hint,
+        transient=exc.transient,
+    )
 
 
 def show_plan(runner: Runner) -> dict[str, Any]:

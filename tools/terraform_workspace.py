@@ -1,5 +1,5 @@
-"""Where a stack runs: the stacks under infra/terraform, and the private workspaces (a copy of the stacks
-tree per run, so runs never share `.terraform/` or plan files).
+"""Where a stack runs: the stacks under infra/terraform, their S3 backend configuration, and the private
+workspaces (a copy of the stacks tree per run, so runs never share `.terraform/` or plan files).
 
 A workspace is `<temp dir>/devops-tf-ws-XXXX/` with an owner file (`owner.json`: the host identity, pid
 and start time of the process that made it). A run killed with SIGKILL cannot delete its workspace;
@@ -26,6 +26,7 @@ from tools.terraform_plan import Workspace
 __all__ = [
     "TERRAFORM_DIR",
     "WORKSPACE_PREFIX",
+    "backend_config",
     "check_variables",
     "declared_variables",
     "list_stacks",
@@ -96,6 +97,24 @@ def prepare_workspace(
     return Workspace(
         stack=stack_dir.relative_to(base).as_posix(), root=str(root), path=str(path), state_key=state_key
     )
+
+
+def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """`-backend-config` pairs for the S3 backend with native S3 locking (a `.tflock` object)."""
+    config = {"bucket": bucket, "key": key, "region": region, "use_lockfile": "true", "encrypt": "true"}
+    if endpoint_url:
+        config.update(
+            {
+                "endpoints": f'{{s3="{endpoint_url}"}}',
+                "use_path_style": "true",
+                "skip_credentials_validation": "true",
+                "skip_requesting_account_id": "true",
+                "skip_region_validation": "true",
+                "skip_metadata_api_check": "true",
+                "skip_s3_checksum": "true",
+            }
+        )
+    return config
 
 
 def remove_workspace(workspace: Workspace) -> None:
