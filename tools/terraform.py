@@ -50,6 +50,7 @@ from tools.terraform_plan import (
     summarize_plan,
 )
 from tools.terraform_runner import TERRAFORM_ENV, Deadlines, Runner, cli_env
+from tools.terraform_stream import ApplyStream
 from tools.terraform_workspace import (
     TERRAFORM_DIR,
     VAR_FILE,
@@ -70,6 +71,7 @@ __all__ = [
     "TERRAFORM_DIR",
     "TERRAFORM_ENV",
     "VAR_FILE",
+    "ApplyStream",
     "AttributeChange",
     "Deadlines",
     "HolderRecord",
@@ -81,6 +83,7 @@ __all__ = [
     "Runner",
     "Workspace",
     "apply",
+    "apply_direct",
     "apply_refresh_only",
     "backend_config",
     "check_variables",
@@ -215,6 +218,36 @@ def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
     """Apply the saved plan only: no new plan, no approval prompt."""
     argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
     return runner(argv, "terraform apply", writes=True)
+
+
+def apply_direct(runner: Runner, lock_timeout: int = 30) -> ApplyStream:
+    """Plan and apply in one process: `apply -auto-approve -json` (for a change no person or policy
+    must see first). Returns the stream read from its messages: the planned changes and counts, the
+    outputs, the drifted addresses. A failure raises what the saved-plan path raises (StateLocked naming
+    the holder; otherwise a TerraformError leading with Terraform's own `Error:` blocks)."""
+    argv = command(
+        "apply",
+        input=False,
+        auto_approve=IsFlagged,
+        json=IsFlagged,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    stream = ApplyStream(runner.logger)
+    try:
+        runner(
+            argv,
+            "terraform apply",
+            writes=True,
+            on_line=stream,
+            log_line=lambda stream_name, line: False,  # the stream logs each message's readable text
+            error_lines=stream.error_lines,
+        )
+    except TerraformError as exc:
+        if (errors_first := _errors_first(exc)) is exc:
+            raise
+        raise errors_first from exc
+    return stream
 
 
 def apply_refresh_only(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
