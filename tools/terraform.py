@@ -61,6 +61,7 @@ from tools.terraform_workspace import (
     prepare_workspace,
     remove_workspace,
     resolve_stack,
+    sensitive_outputs,
     sweep_workspaces,
 )
 
@@ -108,6 +109,7 @@ __all__ = [
     "remove_workspace",
     "resolve_stack",
     "save_plan_json",
+    "sensitive_outputs",
     "show_plan",
     "slug",
     "stale_lock_reason",

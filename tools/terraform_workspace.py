@@ -33,6 +33,7 @@ __all__ = [
     "prepare_workspace",
     "remove_workspace",
     "resolve_stack",
+    "sensitive_outputs",
     "sweep_workspaces",
 ]
 
@@ -43,6 +44,8 @@ OWNER_FILE = "owner.json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _STACK_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VARIABLE = re.compile(r'^\s*variable\s+"([^"]+)"', re.MULTILINE)
+_OUTPUT = re.compile(r'^\s*output\s+"([^"]+)"\s*\{', re.MULTILINE)
+_SENSITIVE = re.compile(r"^\s*sensitive\s*=\s*true\b", re.MULTILINE)
 
 
 def list_stacks(base: Path = TERRAFORM_DIR) -> list[str]:
@@ -67,6 +70,22 @@ def resolve_stack(stack: str, base: Path = TERRAFORM_DIR) -> Path:
 
 def declared_variables(stack_dir: Path) -> set[str]:
     return {m for tf in stack_dir.glob("*.tf") for m in _VARIABLE.findall(tf.read_text())}
+
+
+def sensitive_outputs(stack_dir: Path) -> list[str]:
+    """The outputs the stack's .tf files declare `sensitive = true` (read from the text: each `output`
+    block up to its closing brace)."""
+    found: list[str] = []
+    for tf in sorted(stack_dir.glob("*.tf")):
+        text = tf.read_text()
+        for match in _OUTPUT.finditer(text):
+            depth, end = 1, match.end()
+            while depth and end < len(text):
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                end += 1
+            if _SENSITIVE.search(text[match.end() : end]):
+                found.append(match.group(1))
+    return found
 
 
 def check_variables(stack_dir: Path, variables: Mapping[str, str]) -> None:
