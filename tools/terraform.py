@@ -11,6 +11,8 @@ command runs through `tools.process.run`: lines stream to the Prefect run logger
 in the environment only and are redacted, variables go in a 0600 JSON var file, cancel and our deadline
 send SIGINT first so Terraform releases its lock, exit code 2 of `plan` means "changes", a held lock
 becomes `StateLocked` naming the holder, and outputs come from `output -json`, parsed into typed models.
+`apply_direct` plans and applies in one `apply -auto-approve -json` (its messages read by
+tools/terraform_stream.py), for a change no person or policy must see first.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.errors import TAIL_LINES, StateLocked, TerraformError, looks_transient
+from tools.errors import TAIL_LINES, StateLocked, TerraformError, ToolError, looks_transient
 from tools.process import BASE_ENV, ProcessResult, run
 from tools.redact import register_secret
 from tools.stopping import StopPolicy, interrupt_once
@@ -112,9 +112,11 @@ class Runner:
                 hint=_HINT,
                 **kwargs,
             )
-        except TerraformError as exc:
+        except ToolError as exc:  # a failed exit (TerraformError), a cancel, our deadline
             if error_lines is not None:
                 exc.tail = list(error_lines())[-TAIL_LINES:]
+            if not isinstance(exc, TerraformError):
+                raise
             lock = parse_lock_info(exc.tail)
             if lock is not None:
                 raise StateLocked(
