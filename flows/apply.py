@@ -1,4 +1,6 @@
-"""apply-stack: init -> plan -out -> summary artifact -> (approval) -> apply the saved plan.
+"""apply-stack: init -> plan -out -> summary artifact -> (approval) -> apply the saved plan; or, when no
+person or policy must see the plan first, plan and apply in one `terraform apply -json` (the one-process
+path, tasks/terraform_direct.py, which says when it is refused). The run logs which path it takes and why.
 
 Nothing to do, nothing run: after an apply (or an empty plan) the inputs' fingerprint (every file of the
 stacks tree, the variables, the backend) and the state's lineage and serial are written next to the state
@@ -61,7 +63,7 @@ from tasks.terraform import (
     stack_outputs,
 )
 from tasks.terraform_converged import converged_outputs, record_converged
-from tasks.terraform_lock import release_stale_lock, sweep_dead_workspaces, wait_for_terraform
+from tasks.terraform_direct import clear_dead_runs, direct_refusal, one_process
 from tools.errors import InvalidInput, NotificationFailed
 
 
@@ -122,9 +124,7 @@ def apply(
     log = default_logger()
     limit = ensure_stack_limit(stack)
     with stack_slots(limit):
-        sweep_dead_workspaces()
-        wait_for_terraform(stack, backend_block, aws_block)
-        release_stale_lock(stack, backend_block, aws_block)
+        traces = clear_dead_runs(stack, backend_block, aws_block)
         suspending = SUSPENDING_RUN.get()
         if suspending is not None:  # resumed after a suspension for approval? then its answer decides
             resumed = _resume_pending(request, stack, suspending, backend_block, aws_block)
@@ -138,6 +138,9 @@ def apply(
                 return ApplyOutcome(
                     stack=stack, plan=empty, applied=False, reason="converged", result=current
                 )
+        direct = _one_process(request, stack, traces, backend_block, aws_block)
+        if direct is not None:
+            return direct
         summary = plan_stack(stack, request.variables, backend_block, aws_block, keep_plan=True)
         create_markdown_artifact(
             key=f"plan-{tf.slug(stack)}",
@@ -196,6 +199,22 @@ def apply(
         result=result,
         approved_by=answer.approver if approval is Approval.required else None,
     )
+
+
+def _one_process(
+    request: StackRequest, stack: str, traces: list[str], backend_block: str, aws_block: str
+) -> ApplyOutcome | None:
+    """Plan and apply in one process, or None (logged: why the saved-plan path applies instead)."""
+    approval_required = request.approval is Approval.required
+    refused = direct_refusal(
+        stack, approval_required=approval_required, restore=request.restore_on_rollback, traces=traces
+    )
+    if refused is not None:
+        default_logger().info("saved-plan apply: %s", refused)
+        return None
+    default_logger().info("one-process apply: no person or policy must see the plan first")
+    summary, result, reason = one_process(stack, request.variables, backend_block, aws_block)
+    return ApplyOutcome(stack=stack, plan=summary, applied=reason == "applied", reason=reason, result=result)
 
 
 def _checked(request: StackRequest) -> str:

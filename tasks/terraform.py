@@ -1,4 +1,6 @@
-"""Terraform tasks: plan a stack (kept for apply or thrown away), apply a saved plan, read outputs.
+"""Terraform tasks: plan a stack (kept for apply or thrown away), apply a saved plan, read outputs, and
+the one audit event of an apply (`record_applied`, whichever path applied: this one or the one-process
+apply of tasks/terraform_direct.py). The destroy is in tasks/terraform_destroy.py.
 
 Blocks are loaded inside the tasks: the TerraformBackend (state bucket, key prefix, S3 endpoint, lock
 timeout) and the AwsCredentials (keys go to Terraform as environment only; the endpoint, when set,
@@ -33,10 +35,10 @@ __all__ = [
     "ApplyResult",
     "PlanSummary",
     "apply_plan",
-    "destroy_stack",
     "discard_plan",
     "ensure_stack_limit",
     "plan_stack",
+    "record_applied",
     "release_stale_lock",
     "stack_limit_name",
     "stack_outputs",
@@ -250,10 +252,31 @@ def apply_plan(
         result = ApplyResult(stack=summary.stack, outputs=tf.outputs(runner))
     finally:
         tf.remove_workspace(workspace)
+    record_applied(summary, result, restoring=restoring)
+    if spec is not None:
+        txn = get_transaction()
+        if txn is not None:
+            txn.set("restore", spec.model_dump())
+    return result
+
+
+apply_plan.on_rollback(_restore_on_rollback)
+
+
+def record_applied(
+    summary: PlanSummary,
+    result: ApplyResult,
+    restoring: dict[str, str] | None = None,
+    path: str = "saved-plan",
+) -> None:
+    """The audit event of an apply (`devops.stack.applied`, or `rolled-back` for a rollback's): the
+    counts, the changed addresses, the launch template and auto scaling group it left, and the `path`
+    (saved-plan or one-process) it took."""
     audit.record(
         "stack",
         "rolled-back" if restoring else "applied",
         summary.stack,
+        path=path,
         add=summary.add,
         change=summary.change,
         destroy=summary.destroy,
@@ -264,14 +287,6 @@ def apply_plan(
         launch_template_version=result.value("launch_template_latest_version"),
         autoscaling_group=result.value("autoscaling_group_name"),
     )
-    if spec is not None:
-        txn = get_transaction()
-        if txn is not None:
-            txn.set("restore", spec.model_dump())
-    return result
-
-
-apply_plan.on_rollback(_restore_on_rollback)
 
 
 @task(name="terraform-outputs", cache_policy=NO_CACHE, task_run_name="outputs {summary.stack}")
@@ -290,32 +305,3 @@ def discard_plan(summary: PlanSummary) -> None:
     """Delete the workspace of a plan that will not be applied."""
     if summary.workspace is not None:
         tf.remove_workspace(summary.workspace)
-
-
-def destroy_now(
-    stack: str,
-    variables: Mapping[str, str] | None = None,
-    backend_block: str = TF_BACKEND_BLOCK,
-    aws_block: str = AWS_BLOCK,
-) -> None:
-    backend = resolve.terraform_backend(backend_block)
-    stack = tf.resolve_stack(stack).relative_to(tf.TERRAFORM_DIR).as_posix()
-    workspace, runner, backend = init_workspace(
-        stack, variables, state_key(backend, stack), backend_block, aws_block
-    )
-    try:
-        with holding_lock(workspace.stack, backend_block, aws_block):
-            tf.destroy(runner, backend.lock_timeout_seconds)
-    finally:
-        tf.remove_workspace(workspace)
-
-
-@task(name="terraform-destroy", cache_policy=NO_CACHE, task_run_name="destroy {stack}")
-def destroy_stack(
-    stack: str,
-    variables: dict[str, str] | None = None,
-    backend_block: str = TF_BACKEND_BLOCK,
-    aws_block: str = AWS_BLOCK,
-) -> None:
-    """`terraform apply -destroy -auto-approve` (python-terraform's destroy adds the rejected `-force`)."""
-    destroy_now(stack, variables, backend_block, aws_block)

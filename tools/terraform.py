@@ -11,6 +11,8 @@ command runs through `tools.process.run`: lines stream to the Prefect run logger
 in the environment only and are redacted, variables go in a 0600 JSON var file, cancel and our deadline
 send SIGINT first so Terraform releases its lock, exit code 2 of `plan` means "changes", a held lock
 becomes `StateLocked` naming the holder, and outputs come from `output -json`, parsed into typed models.
+`apply_direct` plans and applies in one `apply -auto-approve -json` (its messages read by
+tools/terraform_stream.py), for a change no person or policy must see first.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
 from python_terraform import IsFlagged, Terraform
 
 from tools.errors import InvalidInput, TerraformError, ToolError
@@ -43,6 +44,7 @@ from tools.terraform_lock import (
 )
 from tools.terraform_plan import (
     AttributeChange,
+    OutputValue,
     PlanSummary,
     ResourceChange,
     Workspace,
@@ -50,15 +52,18 @@ from tools.terraform_plan import (
     summarize_plan,
 )
 from tools.terraform_runner import TERRAFORM_ENV, Deadlines, Runner, cli_env
+from tools.terraform_stream import ApplyStream
 from tools.terraform_workspace import (
     TERRAFORM_DIR,
     VAR_FILE,
+    backend_config,
     check_variables,
     declared_variables,
     list_stacks,
     prepare_workspace,
     remove_workspace,
     resolve_stack,
+    sensitive_outputs,
     sweep_workspaces,
 )
 
@@ -69,6 +74,7 @@ __all__ = [
     "TERRAFORM_DIR",
     "TERRAFORM_ENV",
     "VAR_FILE",
+    "ApplyStream",
     "AttributeChange",
     "Deadlines",
     "HolderRecord",
@@ -80,6 +86,7 @@ __all__ = [
     "Runner",
     "Workspace",
     "apply",
+    "apply_direct",
     "apply_refresh_only",
     "backend_config",
     "check_variables",
@@ -104,6 +111,7 @@ __all__ = [
     "remove_workspace",
     "resolve_stack",
     "save_plan_json",
+    "sensitive_outputs",
     "show_plan",
     "slug",
     "stale_lock_reason",
@@ -114,32 +122,8 @@ __all__ = [
 ]
 
 
-class OutputValue(BaseModel):
-    value: Any = None
-    type: Any = None
-    sensitive: bool = False
-
-
 def slug(stack: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-")
-
-
-def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
-    """`-backend-config` pairs for the S3 backend with native S3 locking (a `.tflock` object)."""
-    config = {"bucket": bucket, "key": key, "region": region, "use_lockfile": "true", "encrypt": "true"}
-    if endpoint_url:
-        config.update(
-            {
-                "endpoints": f'{{s3="{endpoint_url}"}}',
-                "use_path_style": "true",
-                "skip_credentials_validation": "true",
-                "skip_requesting_account_id": "true",
-                "skip_region_validation": "true",
-                "skip_metadata_api_check": "true",
-                "skip_s3_checksum": "true",
-            }
-        )
-    return config
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -182,16 +166,24 @@ def plan(runner: Runner, lock_timeout: int = 30, destroy: bool = False, lock: bo
     try:
         return runner(argv, "terraform plan", ok_codes=(0, 2)).exit_code == 2
     except TerraformError as exc:
-        if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+        if (errors_first := _errors_first(exc)) is exc:
             raise
-        raise TerraformError(
-            "\n".join(errors) + f"\n({exc.message})",
-            argv=exc.argv,
-            exit_code=exc.exit_code,
-            tail=exc.tail,
-            hint=exc.hint,
-            transient=exc.transient,
-        ) from exc
+        raise errors_first from exc
+
+
+def _errors_first(exc: TerraformError) -> TerraformError:
+    """A plain TerraformError whose message leads with Terraform's own `Error:` blocks (`exc` itself when
+    it is a specific one, e.g. StateLocked, or when the output holds no such block)."""
+    if type(exc) is not TerraformError or not (errors := error_blocks(exc.tail)):
+        return exc
+    return TerraformError(
+        "\n".join(errors) + f"\n({exc.message})",
+        argv=exc.argv,
+        exit_code=exc.exit_code,
+        tail=exc.tail,
+        hint=exc.hint,
+        transient=exc.transient,
+    )
 
 
 def show_plan(runner: Runner) -> dict[str, Any]:
@@ -230,6 +222,36 @@ def apply(runner: Runner, lock_timeout: int = 30) -> ProcessResult:
     """Apply the saved plan only: no new plan, no approval prompt."""
     argv = command("apply", PLAN_FILE, input=False, lock_timeout=f"{lock_timeout}s")
     return runner(argv, "terraform apply", writes=True)
+
+
+def apply_direct(runner: Runner, lock_timeout: int = 30) -> ApplyStream:
+    """Plan and apply in one process: `apply -auto-approve -json` (for a change no person or policy
+    must see first). Returns the stream read from its messages: the planned changes and counts, the
+    outputs, the drifted addresses. A failure raises what the saved-plan path raises (StateLocked naming
+    the holder; otherwise a TerraformError leading with Terraform's own `Error:` blocks)."""
+    argv = command(
+        "apply",
+        input=False,
+        auto_approve=IsFlagged,
+        json=IsFlagged,
+        var_file=VAR_FILE,
+        lock_timeout=f"{lock_timeout}s",
+    )
+    stream = ApplyStream(runner.logger)
+    try:
+        runner(
+            argv,
+            "terraform apply",
+            writes=True,
+            on_line=stream,
+            log_line=lambda stream_name, line: False,  # the stream logs each message's readable text
+            error_lines=stream.error_lines,
+        )
+    except TerraformError as exc:
+        if (errors_first := _errors_first(exc)) is exc:
+            raise
+        raise errors_first from exc
+    return stream
 
 
 def apply_refresh_only(runner: Runner, lock_timeout: int = 30) -> ProcessResult:

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 
 from tools.aws import AutoScalingGroupFacts, LaunchTemplateFacts
 from tools.redact import register_secret
-from tools.terraform import TERRAFORM_DIR, OutputValue
+from tools.terraform import TERRAFORM_DIR
+from tools.terraform_plan import OutputValue
 
 CONVERGED_SUFFIX = ".converged.json"
 _NOT_CONFIG = (".terraform", "__pycache__")

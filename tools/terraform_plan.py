@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "AttributeChange",
+    "OutputValue",
     "PlanSummary",
     "ResourceChange",
     "Workspace",
@@ -27,6 +28,14 @@ class Workspace(BaseModel):
     root: str
     path: str
     state_key: str
+
+
+class OutputValue(BaseModel):
+    """One output of a stack, as `output -json` and the `outputs` message of `apply -json` give it."""
+
+    value: Any = None
+    type: Any = None
+    sensitive: bool = False
 
 
 class AttributeChange(BaseModel):

@@ -1,6 +1,7 @@
 """How every Terraform command runs: one workspace's environment, deadlines and cancel callback, through
 `tools.process.run` (streamed lines, redaction, one SIGINT on cancel or deadline). A held lock becomes
-`StateLocked` naming the holder; a transient-looking failure is marked transient. No Prefect here."""
+`StateLocked` naming the holder; a transient-looking failure is marked transient. A `-json` command gives
+its line handler's readable lines (`error_lines`) to that mapping. No Prefect here."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.errors import StateLocked, TerraformError, looks_transient
+from tools.errors import TAIL_LINES, StateLocked, TerraformError, ToolError, looks_transient
 from tools.process import BASE_ENV, ProcessResult, run
 from tools.redact import register_secret
 from tools.stopping import StopPolicy, interrupt_once
@@ -84,8 +85,17 @@ class Runner:
             register_secret(value)
         self.deadlines, self.should_cancel, self.logger = deadlines, should_cancel, logger
 
-    def __call__(self, argv: list[str], what: str, writes: bool = False, **kwargs: Any) -> ProcessResult:
-        """Run one command; `writes` marks the commands that write state (apply's deadlines)."""
+    def __call__(
+        self,
+        argv: list[str],
+        what: str,
+        writes: bool = False,
+        error_lines: Callable[[], list[str]] | None = None,
+        **kwargs: Any,
+    ) -> ProcessResult:
+        """Run one command; `writes` marks the commands that write state (apply's deadlines).
+        `error_lines` (a `-json` command's line handler) gives the readable lines of its output: a failure
+        is mapped from them and carries them as its tail, instead of the JSON lines."""
         try:
             return run(
                 argv,
@@ -102,7 +112,11 @@ class Runner:
                 hint=_HINT,
                 **kwargs,
             )
-        except TerraformError as exc:
+        except ToolError as exc:  # a failed exit (TerraformError), a cancel, our deadline
+            if error_lines is not None:
+                exc.tail = list(error_lines())[-TAIL_LINES:]
+            if not isinstance(exc, TerraformError):
+                raise
             lock = parse_lock_info(exc.tail)
             if lock is not None:
                 raise StateLocked(

@@ -1,5 +1,5 @@
-"""Where a stack runs: the stacks under infra/terraform, and the private workspaces (a copy of the stacks
-tree per run, so runs never share `.terraform/` or plan files).
+"""Where a stack runs: the stacks under infra/terraform, their S3 backend configuration, and the private
+workspaces (a copy of the stacks tree per run, so runs never share `.terraform/` or plan files).
 
 A workspace is `<temp dir>/devops-tf-ws-XXXX/` with an owner file (`owner.json`: the host identity, pid
 and start time of the process that made it). A run killed with SIGKILL cannot delete its workspace;
@@ -26,12 +26,14 @@ from tools.terraform_plan import Workspace
 __all__ = [
     "TERRAFORM_DIR",
     "WORKSPACE_PREFIX",
+    "backend_config",
     "check_variables",
     "declared_variables",
     "list_stacks",
     "prepare_workspace",
     "remove_workspace",
     "resolve_stack",
+    "sensitive_outputs",
     "sweep_workspaces",
 ]
 
@@ -42,6 +44,8 @@ OWNER_FILE = "owner.json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _STACK_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _VARIABLE = re.compile(r'^\s*variable\s+"([^"]+)"', re.MULTILINE)
+_OUTPUT = re.compile(r'^\s*output\s+"([^"]+)"\s*\{', re.MULTILINE)
+_SENSITIVE = re.compile(r"^\s*sensitive\s*=\s*true\b", re.MULTILINE)
 
 
 def list_stacks(base: Path = TERRAFORM_DIR) -> list[str]:
@@ -66,6 +70,22 @@ def resolve_stack(stack: str, base: Path = TERRAFORM_DIR) -> Path:
 
 def declared_variables(stack_dir: Path) -> set[str]:
     return {m for tf in stack_dir.glob("*.tf") for m in _VARIABLE.findall(tf.read_text())}
+
+
+def sensitive_outputs(stack_dir: Path) -> list[str]:
+    """The outputs the stack's .tf files declare `sensitive = true` (read from the text: each `output`
+    block up to its closing brace)."""
+    found: list[str] = []
+    for tf in sorted(stack_dir.glob("*.tf")):
+        text = tf.read_text()
+        for match in _OUTPUT.finditer(text):
+            depth, end = 1, match.end()
+            while depth and end < len(text):
+                depth += {"{": 1, "}": -1}.get(text[end], 0)
+                end += 1
+            if _SENSITIVE.search(text[match.end() : end]):
+                found.append(match.group(1))
+    return found
 
 
 def check_variables(stack_dir: Path, variables: Mapping[str, str]) -> None:
@@ -96,6 +116,24 @@ def prepare_workspace(
     return Workspace(
         stack=stack_dir.relative_to(base).as_posix(), root=str(root), path=str(path), state_key=state_key
     )
+
+
+def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """`-backend-config` pairs for the S3 backend with native S3 locking (a `.tflock` object)."""
+    config = {"bucket": bucket, "key": key, "region": region, "use_lockfile": "true", "encrypt": "true"}
+    if endpoint_url:
+        config.update(
+            {
+                "endpoints": f'{{s3="{endpoint_url}"}}',
+                "use_path_style": "true",
+                "skip_credentials_validation": "true",
+                "skip_requesting_account_id": "true",
+                "skip_region_validation": "true",
+                "skip_metadata_api_check": "true",
+                "skip_s3_checksum": "true",
+            }
+        )
+    return config
 
 
 def remove_workspace(workspace: Workspace) -> None:

@@ -12,7 +12,7 @@ import pytest
 from blocks import AWS_BLOCK, TerraformBackend
 from flows.apply import StackRequest, apply_stack
 from flows.detect_drift import StackCheck, detect_drift
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 
 pytestmark = pytest.mark.e2e
 STACK = "scalac/internal-prod/xwiki"

@@ -16,7 +16,7 @@ from flows.bake import BakeSpec
 from flows.detect_drift import StackCheck, detect_drift
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.instance_refresh import HealthGate, RefreshSpec
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tools.errors import RolloutFailed
 
 pytestmark = pytest.mark.e2e

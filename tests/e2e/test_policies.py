@@ -17,7 +17,7 @@ import pytest
 
 from blocks import AWS_BLOCK, TerraformBackend
 from flows.apply import StackRequest, apply_stack
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tests.e2e.test_approval import _form, _paused_run, _Run
 from tests.sshd import flow_run_artifacts
 from tools.errors import PolicyDenied

@@ -23,7 +23,7 @@ from flows.prune import prune_images
 from tasks.aws import clients
 from tasks.prune import prune_now
 from tasks.stack_slot import stack_limit_name
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tools.settings import REPO_ROOT
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from blocks import AWS_BLOCK
 from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tests.audit_events import audit_events, related_kinds
 from tools.errors import RolloutFailed
 

@@ -207,7 +207,7 @@ def backend_block(cluster, sandbox_env: dict[str, str]) -> str:
 
 def test_one_stack_at_a_time_across_workers_different_stacks_in_parallel(cluster, backend_block: str) -> None:
     from devenv.scale_out import deployable
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     if "apply-stack" not in deployable()[1]:
         pytest.skip("flows/apply.py is missing")
@@ -409,7 +409,7 @@ def test_a_dead_worker_host_crashes_its_rollout_and_a_rerun_converges(
 
     from blocks import TerraformBackend
     from devenv import scale_out
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
     from tools import terraform as tf
 
     tag = uuid.uuid4().hex[:8]

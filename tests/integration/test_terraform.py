@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from blocks import AWS_BLOCK, TerraformBackend
-from tasks.terraform import apply_plan, destroy_now, plan_now
+from tasks.terraform import apply_plan, plan_now
+from tasks.terraform_destroy import destroy_now
 from tests.blocks import save_backend
 from tools import terraform as tf
 from tools.errors import InvalidInput, StateLocked

@@ -114,10 +114,19 @@ FAULTS = [
     ),
     Item(
         "fault",
-        "flow run cancelled during terraform apply: lock released, no process left, next run succeeds",
+        "flow run cancelled during terraform apply of a saved plan: lock released, no process left, state "
+        "equals AWS, next run succeeds and converges",
         (
-            f"{REL}/test_cancel_apply.py::test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succeeds",
+            f"{REL}/test_cancel_apply.py::test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succeeds[saved-plan]",
             "tests/integration/test_process.py::test_prefect_cancel_of_a_served_flow_run_leaves_no_process",
+        ),
+    ),
+    Item(
+        "fault",
+        "flow run cancelled during the one-process `terraform apply -json`: lock released, no process left, "
+        "state equals AWS, next run succeeds and converges",
+        (
+            f"{REL}/test_cancel_apply.py::test_cancel_during_terraform_apply_releases_the_lock_and_the_next_run_succeeds[one-process]",
         ),
     ),
     Item(

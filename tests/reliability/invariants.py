@@ -5,7 +5,8 @@
 - the stack's S3 state lock is free;
 - the S3 state equals AWS: the launch template's latest version and that version's image id as recorded in
   the state are what describe_launch_templates / describe_launch_template_versions say, and the auto
-  scaling group uses that launch template (its latest version);
+  scaling group uses that launch template (its latest version); a stack without a launch template
+  (sandbox/direct): its security group exists with the state's name and description;
 - the next rollout completes, and a further one reports `converged` (nothing left to do).
 """
 
@@ -61,7 +62,7 @@ class Stack:
         state = self.state()
         lt = self._attributes(state, "aws_launch_template") if state else None
         if lt is None:
-            return []
+            return self._security_group_vs_aws(state) if state else []
         found = self.ec2.describe_launch_templates(LaunchTemplateIds=[lt["id"]])["LaunchTemplates"]
         if not found:
             return [f"launch template {lt['id']} of the state is not in AWS"]
@@ -84,6 +85,19 @@ class Stack:
             elif group.get("Version") not in ("$Latest", str(latest)):
                 out.append(f"auto scaling group {asg['name']} pinned to version {group.get('Version')}")
         return out
+
+    def _security_group_vs_aws(self, state: dict[str, Any]) -> list[str]:
+        """A stack without a launch template (sandbox/direct): its security group as the state has it."""
+        sg = self._attributes(state, "aws_security_group")
+        if sg is None:
+            return []
+        found = self.ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [sg["id"]]}])
+        if not found["SecurityGroups"]:
+            return [f"security group {sg['id']} of the state is not in AWS"]
+        group = found["SecurityGroups"][0]
+        if (group["GroupName"], group["Description"]) != (sg["name"], sg["description"]):
+            return [f"security group {sg['id']}: state {sg['name']}/{sg['description']}, AWS {group}"]
+        return []
 
     def latest_image(self) -> str | None:
         state = self.state()

@@ -108,7 +108,7 @@ def setup(sandbox_env: dict[str, str], workdir: Path) -> Iterator[Setup]:
 
 
 def _cleanup(ctx: Setup) -> None:
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     try:
         variables = {"name": f"kp-{ctx.uid}", "ami_id": "ami-00000000"}

@@ -74,7 +74,7 @@ def _plan_is_empty(ctx: kp.Setup, stack: str, variables: dict[str, str]) -> bool
 def test_the_next_run_waits_for_a_dead_runs_terraform_and_never_applies_beside_it(
     blocks: list[str], sandbox_env: dict[str, str], workdir: Path
 ) -> None:
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     with kp.setup(sandbox_env, workdir) as ctx:
         name = f"dead-tf-{ctx.uid}"

@@ -98,7 +98,7 @@ def _workspace(owner: ProcessRef, age_seconds: float) -> Path:
 
 def test_a_lock_of_a_dead_holder_here_is_released_and_dead_workspaces_swept(backend, sandbox_env):
     from flows.apply import apply_stack
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     block, prefix, uid = backend
     bucket = sandbox_env["DEVOPS_TF_STATE_BUCKET"]
@@ -164,7 +164,7 @@ def test_a_lock_of_another_identity_is_never_released(backend, sandbox_env):
 
 def test_orphans_of_a_killed_first_apply_are_adopted_and_the_run_converges(backend, sandbox_env):
     from flows.apply import apply_stack
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     block, prefix, uid = backend
     name = f"xw-adopt-{uid}"

@@ -277,7 +277,7 @@ def test_rollout_cancelled_mid_bake_then_killed_mid_apply_then_converges(
     """SIGTERM (what Prefect's runner sends on cancel) during `packer build`: no packer left behind.
     SIGKILL of the flow process during `terraform apply`: the next run completes and converges."""
     from flows.rollout import RolloutRequest, ami_rollout
-    from tasks.terraform import destroy_now
+    from tasks.terraform_destroy import destroy_now
 
     uid = uuid.uuid4().hex[:10]
     backend = _backend(sandbox_env, uid)

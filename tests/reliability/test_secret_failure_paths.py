@@ -25,7 +25,7 @@ from blocks import AppSecrets
 from flows.apply import StackRequest, apply_stack
 from flows.release import build_app, publish_image
 from tasks.release import BuildParams, PublishParams
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tests.blocks import save_aws, save_backend
 from tests.reliability.helpers import (
     PrivateRegistry,

@@ -31,7 +31,7 @@ from flows.refresh import AnsibleTarget, refresh_servers
 from flows.release import ReleaseParams, release
 from flows.rollout import RolloutRequest, ami_rollout
 from tasks.release import BuildOptions, DeployOptions, HealthCheck, PortMapping, PublishOptions
-from tasks.terraform import destroy_now
+from tasks.terraform_destroy import destroy_now
 from tests.blocks import save_aws, save_backend
 from tests.conftest import TEST_LABEL, free_port
 from tests.reliability.helpers import (
