@@ -1,6 +1,7 @@
 """The benchmark: our flows against plain bash (the article's jobs), on the sandbox.  `scripts/bench`
 
-    scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory] [--database sqlite]
+    scripts/bench [--quick] [--reps N] [--only rollout,fanout,refresh,release,memory,startup]
+                  [--database sqlite]
     scripts/bench --profile     a full and a no-change ami-rollout under pyinstrument (bench/results/)
 
 Every flow run starts in a fresh Python process (`bench.flowrun`), as a served deployment runs it, so
@@ -36,7 +37,7 @@ from typing import Any
 from devenv.bench_services import BENCH_LABEL, Services
 from tools.settings import INFRA_DIR, REPO_ROOT
 
-COMPARISONS = ("rollout", "fanout", "refresh", "release", "memory")
+COMPARISONS = ("rollout", "fanout", "refresh", "release", "memory", "startup")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 STACK = "scalac/internal-prod/xwiki"
 
@@ -711,12 +712,19 @@ def compare_memory(services: Services, report: Report, reps: int, quick: bool) -
 # --- main --------------------------------------------------------------------------------------------
 
 
+def compare_startup(services: Services, report: Report, reps: int, quick: bool) -> None:
+    from bench.startup import compare_startup as compare
+
+    compare(services, report, reps, quick)
+
+
 RUNNERS: dict[str, Callable[[Services, Report, int, bool], None]] = {
     "rollout": compare_rollout,
     "fanout": compare_fanout,
     "refresh": compare_refresh,
     "release": compare_release,
     "memory": compare_memory,
+    "startup": compare_startup,
 }
 
 

@@ -7,7 +7,11 @@ group's running instances are replaced in batches, each batch through a health g
 endpoint lacks it). A failed gate fails the transaction: the launch template goes back to the previous
 AMI (below) and the instances already replaced are replaced again, onto the previous AMI.
 
-bake-image and apply-stack run as subflows (their own runs in the UI, with their own parameters).
+bake-image and apply-stack run as subflows (their own runs in the UI, with their own parameters); they use
+the blocks this run loads (each block is read once per rollout). While Packer bakes, a thread prepares the
+apply: the blocks, the boto3 clients, the state bucket checked, and the apply's private workspace with its
+`terraform init` (tasks/terraform_context.py `init_ahead`; the plan takes that workspace, or initialises
+its own if the preparation failed; an unused one is removed).
 
 Rollback, with Prefect's `transaction()`: apply-stack and the verification run inside one transaction.
 apply-stack's terraform-apply task is told `restore_on_rollback={"ami_id": "<launch template>.image_id"}`:
@@ -27,7 +31,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.transactions import transaction
 from pydantic import BaseModel, Field
 
-from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
+from blocks import AWS_BLOCK, TF_BACKEND_BLOCK, resolve
 from flows.apply import ApplyOutcome, Approval, StackRequest, apply_stack, wait_for_approval
 from flows.bake import BakeSpec, bake_image
 from tasks import aws as aws_tasks
@@ -40,6 +44,7 @@ from tasks.packer import BakeResult
 from tasks.policy import validate_policies
 from tasks.preflight import validate_stack
 from tasks.task_runner import is_cancel
+from tasks.terraform_context import init_ahead
 from tools.errors import InvalidInput, RolloutFailed, ToolError
 
 LAUNCH_TEMPLATE = "aws_launch_template.xwiki-lt"
@@ -74,14 +79,17 @@ def _previous_ami(outcome_plan) -> str | None:  # noqa: ANN001
     return change.old if change and isinstance(change.old, str) and change.old else None
 
 
-def _validate(request: RolloutRequest) -> None:
-    """Stack and variables are checked before anything is baked."""
+def _validate(request: RolloutRequest) -> str:
+    """Stack and variables are checked before anything is baked; the stack's path under infra/terraform."""
     if "ami_id" in request.variables:
         raise InvalidInput("variables must not set ami_id: the rollout sets it to the AMI it bakes")
-    tf.check_variables(tf.resolve_stack(request.stack), {**request.variables, "ami_id": ""})
+    stack_dir = tf.resolve_stack(request.stack)
+    tf.check_variables(stack_dir, {**request.variables, "ami_id": ""})
     request.refresh.health.check_inputs()
-    validate_policies(tf.resolve_stack(request.stack).relative_to(tf.TERRAFORM_DIR).as_posix())
-    validate_stack(request.stack)  # pre-flight before the bake (apply-stack finds the pass remembered)
+    stack = stack_dir.relative_to(tf.TERRAFORM_DIR).as_posix()
+    validate_policies(stack)
+    validate_stack(stack)  # pre-flight before the bake (apply-stack finds the pass remembered)
+    return stack
 
 
 @flow(name="ami-rollout", log_prints=True)
@@ -91,16 +99,27 @@ def ami_rollout(
     aws_block: str = AWS_BLOCK,
 ) -> RolloutResult:
     """Bake (or reuse) the AMI, point the launch template at it, verify the ASG follows it."""
-    with suspending_here():  # a plan that needs approval suspends this (deployment) run, not a subflow
-        return _rollout(request, backend_block, aws_block)
+    # a plan that needs approval suspends this (deployment) run, not a subflow
+    with suspending_here(), resolve.shared_with_subflows():
+        return _bake_and_apply(request, _validate(request), backend_block, aws_block)
 
 
-def _rollout(request: RolloutRequest, backend_block: str, aws_block: str) -> RolloutResult:
+def _bake_and_apply(request: RolloutRequest, stack: str, backend_block: str, aws_block: str) -> RolloutResult:
+    """The bake, with the apply's preparation alongside (clients, state bucket, workspace and init)."""
+    clients = ("ec2", "autoscaling")  # the verification's
+    with init_ahead(stack, request.variables, backend_block, aws_block, pending=("ami_id",), clients=clients):
+        baked = bake_image(request.bake, aws_block)
+        return _apply_baked(request, stack, baked, backend_block, aws_block)
+
+
+def _apply_baked(
+    request: RolloutRequest, stack: str, baked: BakeResult, backend_block: str, aws_block: str
+) -> RolloutResult:
+    """Point the stack's launch template at the baked AMI, verify, refresh the instances; roll back on a
+    failure after the launch template changed."""
     log = default_logger()
-    _validate(request)
-    baked = bake_image(request.bake, aws_block)
     stack_request = StackRequest(
-        stack=request.stack,
+        stack=stack,
         variables={**request.variables, "ami_id": baked.ami_id},
         approval=request.approval,
         approval_timeout_seconds=request.approval_timeout_seconds,

@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 
 from tools import check_marks, lint
 from tools import terraform as tf
-from tools.ansible import base_env
 from tools.errors import PreflightFailed
 from tools.process import default_logger
 from tools.terraform_runner import Runner
@@ -63,6 +62,8 @@ def validate_stack(stack: str) -> None:
 @task(name="preflight-ansible", cache_policy=NO_CACHE, task_run_name="ansible checks {playbook}")
 def check_playbook(playbook: str, inventory: str, project_dir: str) -> None:
     """`ansible-playbook --syntax-check` then `ansible-lint` on the playbook (paths under project_dir)."""
+    from tools.ansible import base_env  # imports Ansible (~0.15 s): only the runs that check a playbook
+
     root = Path(project_dir)
     book, hosts = (root / playbook).resolve(), (root / inventory).resolve()
     env = base_env(root)

@@ -15,7 +15,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from blocks import AWS_BLOCK, TF_BACKEND_BLOCK
-from tasks.terraform_context import init_workspace, state_bucket
+from tasks.terraform_context import init_workspace, settle_ahead, state_bucket
 from tools import aws as aws_tool
 from tools import terraform as tf
 from tools.errors import StateLocked, TerraformStillRunning
@@ -89,8 +89,10 @@ def wait_for_terraform(
 ) -> list[int]:
     """Wait while a terraform process on this host works on the stack's state (left running by a run whose
     flow process died: it keeps writing the state), up to the backend's `running_wait_seconds`; then
-    TerraformStillRunning naming it. Never start a second apply beside it. Returns the pids waited for."""
+    TerraformStillRunning naming it. Never start a second apply beside it. Returns the pids waited for.
+    Our own `terraform init` ahead of the apply (tasks/terraform_context.py) is let finish first."""
     log = default_logger()
+    settle_ahead(stack)
     _, backend, key = state_bucket(backend_block, aws_block, stack)
     deadline = time.monotonic() + backend.running_wait_seconds
     waited: list[int] = []

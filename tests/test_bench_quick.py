@@ -39,6 +39,7 @@ def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:
         "4 refresh-servers",
         "5 release",
         "6 serve memory",
+        "7 flow-run start-up",
     ):
         assert f"| {comparison} |" in proc.stdout, comparison
     assert "CPU:" in proc.stdout and "Terraform v" in proc.stdout
@@ -50,6 +51,8 @@ def test_bench_quick_runs_and_prints_the_table(sandbox_env) -> None:
         "| bash: the same ansible-playbook, 1 host |",
         "| flow / bash, 2 hosts |",
         "| parallel efficiency: flow speed-up / bash speed-up |",
+        "| flow-run process: exit after it, gc.freeze at exit |",
+        "| exit: gc.freeze / without |",
     ):
         assert row in proc.stdout, row
     assert output.read_text().startswith("## Benchmark")

@@ -35,6 +35,7 @@ __all__ = [
     "resolve_stack",
     "sensitive_outputs",
     "sweep_workspaces",
+    "write_variables",
 ]
 
 TERRAFORM_DIR = INFRA_DIR / "terraform"
@@ -110,12 +111,18 @@ def prepare_workspace(
         base, root / "terraform", ignore=shutil.ignore_patterns(".terraform", "*.tfstate*", "*.tfplan")
     )
     path = root / "terraform" / stack_dir.relative_to(base)
-    fd = os.open(path / VAR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(dict(variables or {}), fh)
-    return Workspace(
+    workspace = Workspace(
         stack=stack_dir.relative_to(base).as_posix(), root=str(root), path=str(path), state_key=state_key
     )
+    write_variables(workspace, variables)
+    return workspace
+
+
+def write_variables(workspace: Workspace, variables: Mapping[str, str] | None) -> None:
+    """(Re)write the workspace's 0600 JSON var file."""
+    fd = os.open(Path(workspace.path) / VAR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dict(variables or {}), fh)
 
 
 def backend_config(bucket: str, key: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:

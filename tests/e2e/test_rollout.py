@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import boto3
 import pytest
 
-from blocks import AWS_BLOCK
+from blocks import AWS_BLOCK, resolve
 from flows.bake import BakeSpec
 from flows.prune import prune_images
 from flows.rollout import RolloutRequest, ami_rollout
@@ -38,9 +38,13 @@ def test_rollout_bakes_applies_reuses_rolls_back_and_prunes(backend_block, ec2, 
     request = RolloutRequest(bake=spec, stack=STACK, variables={"name": name})
     started = datetime.now(UTC)
     try:
+        loads = resolve.LOADS.copy()
         first = ami_rollout(request, backend_block, AWS_BLOCK)
         ami1 = first.bake.ami_id
         assert not first.bake.reused and first.apply.applied
+        # the rollout, its bake-image and apply-stack subflows and the init ahead read each block once
+        read = resolve.LOADS - loads
+        assert read == {("AwsCredentials", AWS_BLOCK): 1, ("TerraformBackend", backend_block): 1}, read
         image = ec2.describe_images(ImageIds=[ami1])["Images"][0]
         tags = {t["Key"]: t["Value"] for t in image["Tags"]}
         assert image["Name"] == f"xwiki_ubuntu18.04_{first.bake.content_hash[:12]}"

@@ -86,3 +86,44 @@ def test_a_block_is_loaded_once_per_flow_run(prefect_server: str) -> None:
             del Secret.load
         else:
             Secret.load = own  # type: ignore[method-assign]
+
+
+def test_shared_with_subflows_reads_each_block_once_for_the_whole_composition(prefect_server: str) -> None:
+    """Inside `shared_with_subflows()` a subflow, and a thread started with a copy of the run's context,
+    use the run's blocks; concurrent first asks wait for the one read. LOADS counts the reads."""
+    import contextvars
+    import threading
+    import uuid
+
+    from prefect import flow
+    from prefect.blocks.system import Secret
+
+    from blocks import resolve
+
+    name = f"resolve-shared-{uuid.uuid4().hex[:8]}"
+    Secret(value="v1").save(name, overwrite=True)
+
+    @flow
+    def inner() -> str:
+        return resolve.load(Secret, name).get()
+
+    @flow
+    def outer() -> list[str]:
+        with resolve.shared_with_subflows():
+            seen: list[str] = []
+            threads = [
+                threading.Thread(
+                    target=contextvars.copy_context().run, args=(lambda: seen.append(inner.fn()),)
+                )
+                for _ in range(4)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            return [*seen, inner(), inner()]
+
+    before = resolve.LOADS[("Secret", name)]
+    assert outer() == ["v1"] * 6
+    assert resolve.LOADS[("Secret", name)] - before == 1
+    assert inner() == "v1" and resolve.LOADS[("Secret", name)] - before == 2  # a run of its own: read again
