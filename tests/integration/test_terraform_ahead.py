@@ -30,8 +30,22 @@ def backend_block(blocks, sandbox_env) -> str:
     return save_backend(sandbox_env, name, f"tests/{name}/", lock_timeout_seconds=3)
 
 
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """This test's workspaces in a directory of its own: the other xdist worker creates and removes
+    workspaces of the same stack in the session's TMPDIR meanwhile (seen in CI: a scale-out test's plan
+    counted as ours)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
 def _workspaces() -> set[str]:
     return {str(p) for p in Path(tempfile.gettempdir()).glob(f"{WORKSPACE_PREFIX}*")}
+
+
+def _our_terraform() -> list:
+    """The live terraform processes of STACK working in this test's directory."""
+    return [p for p in live_terraform_processes(STACK) if (p.cwd or "").startswith(tempfile.gettempdir())]
 
 
 def _key(backend_block: str) -> str:
@@ -43,7 +57,7 @@ def test_the_workspace_initialised_ahead_is_used_with_the_pending_variable(backe
     name = f"ahead-{uuid.uuid4().hex[:6]}"
     with init_ahead(STACK, {"name": name}, backend_block, AWS_BLOCK, pending=("ami_id",)) as ahead:
         assert settle_ahead(STACK) is ahead and ahead.ready, ahead.error
-        assert not live_terraform_processes(STACK)  # settled: no init of ours still runs
+        assert not _our_terraform()  # settled: no init of ours still runs
         assert (Path(ahead.workspace.path) / ".terraform" / "terraform.tfstate").is_file()
         # the sweep of dead runs' workspaces sees a live owner (this process)
         assert ahead.workspace.root not in tf.sweep_workspaces(min_age_seconds=0)
@@ -108,9 +122,9 @@ def test_an_abandoned_init_ahead_is_stopped_and_removed(backend_block) -> None:
     with pytest.raises(RuntimeError, match="bake failed"):
         with init_ahead(STACK, {"name": "y"}, backend_block, AWS_BLOCK) as ahead:
             end = time.monotonic() + 30
-            while not live_terraform_processes(STACK) and ahead.thread.is_alive() and time.monotonic() < end:
+            while not _our_terraform() and ahead.thread.is_alive() and time.monotonic() < end:
                 time.sleep(0.02)
             raise RuntimeError("bake failed (test)")
     assert not ahead.thread.is_alive()
-    assert not live_terraform_processes(STACK)
+    assert not _our_terraform()
     assert _workspaces() == before
